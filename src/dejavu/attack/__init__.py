@@ -1,0 +1,1 @@
+"""The label-inference attack: embed, exact nearest public neighbours, vote."""

@@ -1,0 +1,100 @@
+"""The ``dejavu`` command: ``run`` chains every stage; each stage is also a subcommand."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from dejavu.config import load_config
+from dejavu.errors import DejavuError
+
+STAGE_COMMANDS = {
+    "data": ["data"],
+    "split": ["split"],
+    "crops": ["crops"],
+    "train": ["train_A", "train_B"],
+    "embed": ["embed"],
+    "neighbours": ["neighbours"],
+    "metrics": ["metrics"],
+    "report": ["report"],
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dejavu",
+        description="Audit SSL vision models for deja vu memorization (Meehan et al., NeurIPS 2023).",
+    )
+    sub = parser.add_subparsers(dest="command")
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", type=Path, default=None,
+                       help="YAML config (default: the built-in demo, identical to configs/demo.yaml)")
+        p.add_argument("--out", type=Path, default=None,
+                       help="run folder (default: runs/<config name>, e.g. runs/demo); an existing run "
+                            "with the same config resumes, skipping finished stages")
+        p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                       help="dotted config overrides, e.g. train.epochs=5 attack.k=50")
+
+    common(sub.add_parser("run", help="the whole test: data, split, crops, train A and B, attack, metrics, report"))
+    for name in STAGE_COMMANDS:
+        p = sub.add_parser(name, help=f"(re-)run the {name} stage alone on an existing run folder")
+        common(p)
+        if name == "train":
+            p.add_argument("--model", choices=["A", "B"], default=None, help="train only this model (default both)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    command = args.command or "run"
+    if args.command is None:
+        args = _parser().parse_args(["run", *(argv or [])])
+    try:
+        return _dispatch(command, args)
+    except DejavuError as exc:
+        print(f"dejavu: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dejavu: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+def _dispatch(command: str, args: argparse.Namespace) -> int:
+    from dejavu.pipeline import run_all, run_stage, set_threads
+    from dejavu.runs import Run
+
+    config = load_config(args.config, args.overrides)
+    name = args.config.stem if args.config else "demo"
+    out = args.out or Path("runs") / name
+    run = Run(out, config)
+    run.claim()
+    print(f"dejavu {command}: run folder {out.resolve()}")
+    start = time.perf_counter()
+    if command == "run":
+        run_all(run)
+        _print_summary(run)
+    else:
+        set_threads(config)
+        stages = STAGE_COMMANDS[command]
+        if command == "train" and args.model:
+            stages = [f"train_{args.model}"]
+        for stage in stages:
+            run_stage(run, stage, force=True)
+    print(f"finished in {time.perf_counter() - start:.1f} s; run folder {out.resolve()}")
+    return 0
+
+
+def _print_summary(run) -> None:
+    from dejavu.runs import read_json
+
+    metrics = read_json(run.root / "metrics.json")
+    print()
+    print(metrics["verdict"])
+    print(f"report: {(run.root / 'report.html').resolve()}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

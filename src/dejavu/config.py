@@ -1,0 +1,353 @@
+"""Typed run configuration: dataclasses, YAML loading, dotted overrides, validation.
+
+The dataclass defaults *are* the demo run (`configs/demo.yaml` spells them out; a test keeps
+the two identical), so `dejavu run` with no arguments needs no file on disk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dejavu.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    """The labelled image set. Only the built-in procedural `scenes` exists so far."""
+
+    dataset: str = "scenes"
+    n_classes: int = 10
+    images_per_class: int = 700
+    image_size: int = 64
+    # Probability that an image's scene type is its class's own scene (water -> swan);
+    # otherwise the scene is drawn uniformly, so backgrounds are informative but not decisive.
+    scene_correlation: float = 0.5
+    # Per-image gratings and motif in the background: what makes a single image memorizable.
+    background_detail: bool = True
+    object_scale: list[float] = field(default_factory=lambda: [0.35, 0.6])
+    # Side of the square the models see (full images are resized to it, crops too).
+    input_size: int = 32
+
+
+@dataclass
+class SplitConfig:
+    """Per-class sizes of the disjoint sets A (target), B (reference), X (public), T (held-out)."""
+
+    a_per_class: int = 10
+    b_per_class: int = 10
+    x_per_class: int = 500
+    t_per_class: int = 100
+
+
+@dataclass
+class CropConfig:
+    """Periphery crop: largest box-free rectangle by shortest side."""
+
+    # Crops whose shortest side is below this many pixels are skipped (reason recorded).
+    min_side_px: int = 12
+
+
+@dataclass
+class AugmentConfig:
+    """Two-view SSL augmentation (applied batched to tensors)."""
+
+    # Down to 8 % of the area (as VICReg on ImageNet): small views resemble the zoomed-in crops.
+    crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
+    flip_p: float = 0.5
+    jitter: list[float] = field(default_factory=lambda: [0.4, 0.4, 0.2, 0.1])
+    jitter_p: float = 0.8
+    grayscale_p: float = 0.2
+
+
+@dataclass
+class TrainConfig:
+    """One SSL recipe, applied identically to the target (A) and the reference (B)."""
+
+    method: str = "vicreg"
+    backbone: str = "convnet"
+    widths: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
+    projector: str = "512-512-512"
+    epochs: int = 1000
+    batch_size: int = 100
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    # Learning-rate schedule: linear warm-up, then cosine decay to zero ("cosine") or flat ("constant").
+    schedule: str = "cosine"
+    warmup_epochs: int = 10
+    sim_weight: float = 25.0
+    var_weight: float = 25.0
+    cov_weight: float = 1.0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # Keep weights every N epochs for epoch sweeps (0: final weights only).
+    checkpoint_every: int = 0
+    # The resume state is written after an epoch when this many seconds passed since the last one.
+    resume_every_s: float = 10.0
+
+
+@dataclass
+class AttackConfig:
+    """Label inference from the periphery crop by k nearest public neighbours."""
+
+    layer: str = "projector"
+    k: int = 100
+    backend: str = "faiss"
+    batch_size: int = 512
+
+
+@dataclass
+class MetricsConfig:
+    """Statistics of the gap. Accuracies are always reported at p = 5 %, 20 % and the curve 5..100 %."""
+
+    bootstrap: int = 2000
+    ci_level: float = 0.95
+    alpha: float = 0.01
+
+
+@dataclass
+class ReportConfig:
+    gallery: int = 16
+    neighbours: int = 8
+
+
+@dataclass
+class Config:
+    """A whole run. `seed` drives every random choice; derived seeds are recorded in the run."""
+
+    seed: int = 0
+    threads: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    crop: CropConfig = field(default_factory=CropConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def section_hash(self, *sections: str) -> str:
+        """Stable fingerprint of the named top-level sections (e.g. ``"data", "split"``)."""
+        payload = {name: self.to_dict()[name] for name in sections}
+        text = json.dumps(payload, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+CHOICES = {
+    "data.dataset": ("scenes",),
+    "train.method": ("vicreg",),
+    "train.backbone": ("convnet", "resnet18"),
+    "train.optimizer": ("adamw", "sgd"),
+    "train.schedule": ("cosine", "constant"),
+    "attack.layer": ("projector", "backbone"),
+    "attack.backend": ("faiss", "torch"),
+}
+
+
+def _check_value(path: str, value: Any, annotation: Any) -> Any:
+    """Coerce ``value`` to ``annotation`` where lossless, else raise a ConfigError naming ``path``."""
+    origin = typing.get_origin(annotation)
+    if origin in (list, types.GenericAlias) or origin is list:
+        (item_type,) = typing.get_args(annotation)
+        if not isinstance(value, list):
+            raise ConfigError(f"config key '{path}': expected a list, found {value!r}")
+        return [_check_value(f"{path}[{i}]", item, item_type) for i, item in enumerate(value)]
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key '{path}': expected true or false, found {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key '{path}': expected an integer, found {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key '{path}': expected a number, found {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config key '{path}': expected a string, found {value!r}")
+        return value
+    raise AssertionError(f"unsupported annotation {annotation} at {path}")
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        where = f"section '{prefix[:-1]}'" if prefix else "the top level"
+        raise ConfigError(
+            f"unknown config key '{prefix}{unknown[0]}' in {where}; valid keys: {', '.join(names)}"
+        )
+    kwargs = {}
+    for name in names:
+        if name not in values:
+            continue
+        hint = hints[name]
+        path = prefix + name
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(values[name], dict):
+                raise ConfigError(f"config key '{path}': expected a mapping of keys, found {values[name]!r}")
+            kwargs[name] = _build(hint, values[name], path + ".")
+        else:
+            kwargs[name] = _check_value(path, values[name], hint)
+    return cls(**kwargs)
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override '{dotted}': '{part}' is a value, not a section")
+    node[parts[-1]] = value
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """Turn ``["train.epochs=5", "attack.k=50"]`` into a nested dict (values parsed as YAML)."""
+    tree: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}': expected KEY=VALUE, e.g. train.epochs=5")
+        key, raw = item.split("=", 1)
+        if not key:
+            raise ConfigError(f"override '{item}': empty key")
+        _set_dotted(tree, key.strip(), yaml.safe_load(raw) if raw != "" else "")
+    return tree
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config (or the demo defaults), apply dotted overrides, validate.
+
+    Example:
+        >>> cfg = load_config(None, ["train.epochs=5", "attack.k=50"])
+        >>> cfg.train.epochs, cfg.attack.k
+        (5, 50)
+    """
+    tree: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file '{path}' does not exist")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file '{path}' is not valid YAML: {exc}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file '{path}': expected a mapping at the top, found {type(loaded).__name__}")
+        tree = loaded
+    tree = _merge(tree, parse_overrides(overrides or []))
+    try:
+        config = _build(Config, tree, "")
+    except ConfigError as exc:
+        if path is not None:
+            raise ConfigError(f"{path}: {exc}") from None
+        raise
+    validate(config)
+    return config
+
+
+def config_from_dict(tree: dict[str, Any]) -> Config:
+    """Rebuild a Config from ``Config.to_dict()`` output (e.g. a run's saved ``config.json``)."""
+    config = _build(Config, tree, "")
+    validate(config)
+    return config
+
+
+def validate(config: Config) -> None:
+    """Check values and their consistency before any work starts."""
+    flat = {
+        "data.dataset": config.data.dataset,
+        "train.method": config.train.method,
+        "train.backbone": config.train.backbone,
+        "train.optimizer": config.train.optimizer,
+        "train.schedule": config.train.schedule,
+        "attack.layer": config.attack.layer,
+        "attack.backend": config.attack.backend,
+    }
+    for key, value in flat.items():
+        if value not in CHOICES[key]:
+            raise ConfigError(f"config key '{key}': unknown value '{value}'; valid: {', '.join(CHOICES[key])}")
+
+    d, s, c, t, a, m = config.data, config.split, config.crop, config.train, config.attack, config.metrics
+    positive = {
+        "data.n_classes": d.n_classes, "data.images_per_class": d.images_per_class,
+        "data.image_size": d.image_size, "data.input_size": d.input_size,
+        "split.a_per_class": s.a_per_class, "split.b_per_class": s.b_per_class,
+        "split.x_per_class": s.x_per_class, "split.t_per_class": s.t_per_class,
+        "crop.min_side_px": c.min_side_px, "train.epochs": t.epochs, "train.batch_size": t.batch_size,
+        "attack.k": a.k, "attack.batch_size": a.batch_size, "metrics.bootstrap": m.bootstrap,
+    }
+    for key, value in positive.items():
+        if value < 1:
+            raise ConfigError(f"config key '{key}': expected a positive integer, found {value}")
+    if d.n_classes < 2:
+        raise ConfigError(f"config key 'data.n_classes': expected at least 2 classes, found {d.n_classes}")
+    if d.image_size < 16:
+        raise ConfigError(f"config key 'data.image_size': expected at least 16 pixels, found {d.image_size}")
+    if not 0.0 <= d.scene_correlation <= 1.0:
+        raise ConfigError(f"config key 'data.scene_correlation': expected a probability in [0, 1], found {d.scene_correlation}")
+    if len(d.object_scale) != 2 or not 0.0 < d.object_scale[0] <= d.object_scale[1] < 1.0:
+        raise ConfigError(f"config key 'data.object_scale': expected [low, high] with 0 < low <= high < 1, found {d.object_scale}")
+    if c.min_side_px > d.image_size:
+        raise ConfigError(
+            f"config key 'crop.min_side_px' = {c.min_side_px} is larger than the image "
+            f"(data.image_size = {d.image_size}): no crop could ever be kept"
+        )
+    needed = s.a_per_class + s.b_per_class + s.x_per_class + s.t_per_class
+    if needed > d.images_per_class:
+        raise ConfigError(
+            f"split sizes do not fit the dataset: A+B+X+T = {s.a_per_class}+{s.b_per_class}+"
+            f"{s.x_per_class}+{s.t_per_class} = {needed} images per class, but "
+            f"data.images_per_class = {d.images_per_class}"
+        )
+    if s.t_per_class * d.n_classes < 2:
+        raise ConfigError("config key 'split.t_per_class': the negative control needs at least 2 held-out images")
+    n_public = s.x_per_class * d.n_classes
+    if a.k > n_public:
+        raise ConfigError(
+            f"config key 'attack.k' = {a.k} is larger than the public set X "
+            f"({s.x_per_class} per class x {d.n_classes} classes = {n_public} images)"
+        )
+    if not 0.0 < m.ci_level < 1.0:
+        raise ConfigError(f"config key 'metrics.ci_level': expected a level in (0, 1), found {m.ci_level}")
+    if not 0.0 < m.alpha < 1.0:
+        raise ConfigError(f"config key 'metrics.alpha': expected a level in (0, 1), found {m.alpha}")
+    if t.lr <= 0:
+        raise ConfigError(f"config key 'train.lr': expected a positive learning rate, found {t.lr}")
+    if t.checkpoint_every < 0:
+        raise ConfigError(f"config key 'train.checkpoint_every': expected >= 0, found {t.checkpoint_every}")
+    if len(t.widths) < 1 or min(t.widths) < 1:
+        raise ConfigError(f"config key 'train.widths': expected positive channel widths, found {t.widths}")
+    aug = t.augment
+    if len(aug.crop_scale) != 2 or not 0.0 < aug.crop_scale[0] <= aug.crop_scale[1] <= 1.0:
+        raise ConfigError(f"config key 'train.augment.crop_scale': expected [low, high] in (0, 1], found {aug.crop_scale}")
+    if len(aug.jitter) != 4:
+        raise ConfigError(f"config key 'train.augment.jitter': expected 4 numbers (brightness, contrast, saturation, hue), found {aug.jitter}")
+    from dejavu.models.heads import parse_projector_spec
+
+    parse_projector_spec(t.projector)

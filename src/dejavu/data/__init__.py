@@ -1,0 +1,1 @@
+"""Datasets, the A/B/X/T split, periphery crops and SSL augmentation."""

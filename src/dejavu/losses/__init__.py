@@ -1,0 +1,1 @@
+"""SSL losses: each a pure function of two embedding batches."""

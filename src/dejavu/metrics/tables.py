@@ -1,0 +1,205 @@
+"""Per-example attack tables (joined on ids) and their summary: pooled metrics, statistics, control."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dejavu.attack.vote import confidence, top_predictions, vote
+from dejavu.data.records import ImageTable, index_of_ids
+from dejavu.metrics.partition import PARTS, partition_labels, partition_shares
+from dejavu.metrics.population import FRACTIONS, accuracy_at, accuracy_curve
+from dejavu.metrics.stats import bootstrap_gap_ci, mcnemar_exact
+
+# (direction, attacked set, target model, reference model). The swapped direction B cancels any
+# overall quality difference between the two models when the two are pooled (as in the paper).
+DIRECTIONS = (("A", "A", "A", "B"), ("B", "B", "B", "A"))
+
+
+def _predict(neighbour_labels: np.ndarray, n_classes: int) -> dict[str, np.ndarray]:
+    counts = vote(neighbour_labels, n_classes)
+    return {"top5": top_predictions(counts, 5), "confidence": confidence(counts)}
+
+
+def direction_table(
+    table: ImageTable, crops: dict[str, np.ndarray], ids: np.ndarray, direction: str,
+    target: dict[str, np.ndarray], reference: dict[str, np.ndarray], target_model: str,
+    reference_model: str, n_classes: int,
+) -> dict[str, np.ndarray]:
+    """One row per attacked id: both models' votes joined on the id, never on position."""
+    t_rows = index_of_ids(target["ids"], ids, f"neighbours of model {target_model}")
+    r_rows = index_of_ids(reference["ids"], ids, f"neighbours of model {reference_model}")
+    labels = table.labels[index_of_ids(table.ids, ids, "dataset")]
+    crop_rows = index_of_ids(crops["id"], ids, "crops.csv")
+    t = _predict(target["neighbour_labels"][t_rows], n_classes)
+    r = _predict(reference["neighbour_labels"][r_rows], n_classes)
+    t_correct = t["top5"][:, 0] == labels
+    r_correct = r["top5"][:, 0] == labels
+    return {
+        "id": ids,
+        "direction": np.full(len(ids), direction),
+        "label": labels,
+        **{f"crop_{k}": crops[f"square_{k}"][crop_rows] for k in ("x0", "y0", "x1", "y1")},
+        "target_model": np.full(len(ids), target_model),
+        "target_top1": t["top5"][:, 0],
+        "target_top5": np.array([" ".join(map(str, row)) for row in t["top5"]]),
+        "target_confidence": t["confidence"].round(6),
+        "reference_model": np.full(len(ids), reference_model),
+        "reference_top1": r["top5"][:, 0],
+        "reference_top5": np.array([" ".join(map(str, row)) for row in r["top5"]]),
+        "reference_confidence": r["confidence"].round(6),
+        "target_correct": t_correct.astype(int),
+        "reference_correct": r_correct.astype(int),
+        "target_top5_correct": (t["top5"] == labels[:, None]).any(axis=1).astype(int),
+        "reference_top5_correct": (r["top5"] == labels[:, None]).any(axis=1).astype(int),
+        "partition": partition_labels(t_correct, r_correct),
+    }
+
+
+def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+
+
+def attack_tables(
+    table: ImageTable, crops: dict[str, np.ndarray], neighbours: dict[tuple[str, str], dict[str, np.ndarray]],
+    n_classes: int, control_seed: int,
+) -> dict[str, dict[str, np.ndarray]]:
+    """``attack``: directions A and B; ``control``: T split at random into halves T1 (playing A) and T2 (B)."""
+    attack = []
+    for direction, attacked, target_model, reference_model in DIRECTIONS:
+        ids = np.sort(neighbours[(target_model, attacked)]["ids"])
+        attack.append(direction_table(
+            table, crops, ids, direction, neighbours[(target_model, attacked)],
+            neighbours[(reference_model, attacked)], target_model, reference_model, n_classes,
+        ))
+    held_out = np.sort(neighbours[("A", "T")]["ids"])
+    shuffled = held_out[np.random.default_rng(control_seed).permutation(len(held_out))]
+    halves = {"T1": np.sort(shuffled[: len(held_out) // 2]), "T2": np.sort(shuffled[len(held_out) // 2 :])}
+    control = []
+    for (direction, target_model, reference_model) in (("T1", "A", "B"), ("T2", "B", "A")):
+        control.append(direction_table(
+            table, crops, halves[direction], direction, neighbours[(target_model, "T")],
+            neighbours[(reference_model, "T")], target_model, reference_model, n_classes,
+        ))
+    return {"attack": _concat(attack), "control": _concat(control)}
+
+
+def direction_summary(rows: dict[str, np.ndarray]) -> dict:
+    """Accuracies (all, 20 %, 5 % most confident; top-1 and top-5), partition, McNemar, curve."""
+    t_ok, r_ok = rows["target_correct"].astype(bool), rows["reference_correct"].astype(bool)
+    t_conf, r_conf = rows["target_confidence"], rows["reference_confidence"]
+    summary = {
+        "n_attacked": int(len(t_ok)),
+        "target_acc": float(t_ok.mean()) if len(t_ok) else float("nan"),
+        "reference_acc": float(r_ok.mean()) if len(r_ok) else float("nan"),
+        "target_top5_acc": float(rows["target_top5_correct"].mean()) if len(t_ok) else float("nan"),
+        "reference_top5_acc": float(rows["reference_top5_correct"].mean()) if len(t_ok) else float("nan"),
+        "target_acc_top20": accuracy_at(t_ok, t_conf, 0.20),
+        "reference_acc_top20": accuracy_at(r_ok, r_conf, 0.20),
+        "target_acc_top05": accuracy_at(t_ok, t_conf, 0.05),
+        "reference_acc_top05": accuracy_at(r_ok, r_conf, 0.05),
+        **partition_shares(t_ok, r_ok),
+        "curve": {
+            "fractions": FRACTIONS.tolist(),
+            "target": accuracy_curve(t_ok, t_conf).tolist(),
+            "reference": accuracy_curve(r_ok, r_conf).tolist(),
+        },
+    }
+    summary["gap"] = summary["target_acc"] - summary["reference_acc"]
+    summary["dejavu_score_top20"] = summary["target_acc_top20"] - summary["reference_acc_top20"]
+    summary["dejavu_score_top05"] = summary["target_acc_top05"] - summary["reference_acc_top05"]
+    test = mcnemar_exact(t_ok, r_ok)
+    summary.update(mcnemar_p=test.p_value, mcnemar_b=test.b, mcnemar_c=test.c)
+    return summary
+
+
+POOLED_MEANS = (
+    "target_acc", "reference_acc", "target_top5_acc", "reference_top5_acc", "target_acc_top20",
+    "reference_acc_top20", "target_acc_top05", "reference_acc_top05", "gap", "dejavu_score_top20",
+    "dejavu_score_top05", *PARTS,
+)
+
+
+def pooled_summary(rows: dict[str, np.ndarray], metrics_config, seed: int) -> dict:
+    """Both directions pooled as in the paper: each accuracy/share is the mean over directions;
+    McNemar on all paired examples; bootstrap interval of the pooled gap; per-direction detail."""
+    names = list(dict.fromkeys(rows["direction"].tolist()))
+    per_direction = {name: direction_summary(_select(rows, rows["direction"] == name)) for name in names}
+    pooled: dict = {"n_attacked": int(sum(d["n_attacked"] for d in per_direction.values()))}
+    for key in POOLED_MEANS:
+        pooled[key] = float(np.mean([d[key] for d in per_direction.values()]))
+    test = mcnemar_exact(rows["target_correct"].astype(bool), rows["reference_correct"].astype(bool))
+    pooled.update(mcnemar_p=test.p_value, mcnemar_b=test.b, mcnemar_c=test.c)
+    pairs = [(_select(rows, rows["direction"] == n)["target_correct"], _select(rows, rows["direction"] == n)["reference_correct"]) for n in names]
+    pooled["gap_ci95"] = list(bootstrap_gap_ci(pairs, metrics_config.bootstrap, metrics_config.ci_level, seed))
+    pooled["ci_level"] = metrics_config.ci_level
+    pooled["curve"] = {
+        "fractions": FRACTIONS.tolist(),
+        "target": np.mean([d["curve"]["target"] for d in per_direction.values()], axis=0).tolist(),
+        "reference": np.mean([d["curve"]["reference"] for d in per_direction.values()], axis=0).tolist(),
+    }
+    for name, detail in per_direction.items():
+        detail["gap_ci95"] = list(bootstrap_gap_ci([pairs[names.index(name)]], metrics_config.bootstrap,
+                                                   metrics_config.ci_level, seed))
+    pooled["directions"] = per_direction
+    return pooled
+
+
+def per_class(rows: dict[str, np.ndarray], class_names: np.ndarray) -> list[dict]:
+    """Pooled accuracies and partition per foreground class (mean over the two directions)."""
+    out = []
+    for label, name in enumerate(class_names):
+        subset = _select(rows, rows["label"] == label)
+        if not len(subset["label"]):
+            continue
+        directions = [_select(subset, subset["direction"] == d) for d in dict.fromkeys(subset["direction"].tolist())]
+        entry = {"label": label, "class": str(name), "n_attacked": int(len(subset["label"]))}
+        for key in ("target_correct", "reference_correct"):
+            entry[key.replace("_correct", "_acc")] = float(np.mean([d[key].mean() for d in directions]))
+        shares = [partition_shares(d["target_correct"].astype(bool), d["reference_correct"].astype(bool)) for d in directions]
+        entry.update({part: float(np.mean([s[part] for s in shares])) for part in PARTS})
+        out.append(entry)
+    return out
+
+
+def verdict(attack: dict, control: dict, alpha: float) -> str:
+    """The report's one-sentence conclusion."""
+    gap, p = attack["gap"] * 100, attack["mcnemar_p"]
+    lo, hi = (100 * v for v in attack["gap_ci95"])
+    # The control passes at the conventional 5 % level (stricter than alpha for the attack on purpose:
+    # failing to see a spurious gap should not be easy).
+    control_ok = control["mcnemar_p"] > 0.05
+    control_text = (
+        f"on held-out images that neither model trained on, the gap is {control['gap'] * 100:+.1f} points "
+        f"(p = {control['mcnemar_p']:.2g}), indistinguishable from zero as it should be"
+        if control_ok else
+        f"but the negative control on held-out images also shows a gap ({control['gap'] * 100:+.1f} points, "
+        f"p = {control['mcnemar_p']:.2g}), so the test is not trustworthy here"
+    )
+    if p < alpha and gap > 0:
+        return (
+            f"Déjà vu memorization detected: from background-only crops the target infers the foreground "
+            f"label of its own training images {gap:.1f} points more often than the reference "
+            f"({attack['target_acc']:.1%} vs {attack['reference_acc']:.1%}, {100 * attack['ci_level']:.0f} % CI "
+            f"{lo:+.1f} to {hi:+.1f}, exact McNemar p = {p:.2g}); {control_text}."
+        )
+    return (
+        f"No déjà vu memorization detected at α = {alpha:g}: target {attack['target_acc']:.1%} vs "
+        f"reference {attack['reference_acc']:.1%} (gap {gap:+.1f} points, CI {lo:+.1f} to {hi:+.1f}, "
+        f"p = {p:.2g}); {control_text}."
+    )
+
+
+def summarise(tables: dict[str, dict[str, np.ndarray]], metrics_config, seed: int, class_names: np.ndarray | None = None) -> dict:
+    """``metrics.json``: pooled attack metrics at the top level, ``control`` with the same keys."""
+    attack = pooled_summary(tables["attack"], metrics_config, seed)
+    control = pooled_summary(tables["control"], metrics_config, seed)
+    control["indistinguishable_from_zero"] = bool(control["mcnemar_p"] > 0.05)
+    result = {"verdict": verdict(attack, control, metrics_config.alpha), "alpha": metrics_config.alpha, **attack,
+              "control": control}
+    if class_names is not None:
+        result["per_class"] = per_class(tables["attack"], class_names)
+    return result
+
+
+def _select(rows: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarray]:
+    return {key: value[mask] for key, value in rows.items()}

@@ -1,0 +1,1 @@
+"""Backbones, projector heads and the encoder that embeds at a named layer."""

@@ -1,0 +1,303 @@
+"""The stages split -> train -> embed -> neighbours -> metrics -> report, chained by ``run_all``.
+
+Each stage is ``stage_<name>(run) -> Path``: it reads only earlier stages' artifacts from the run
+folder, writes its own atomically, and records a fingerprint of its inputs. ``run_all`` skips a
+stage whose fingerprint matches, so a killed run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from dejavu.attack.embed import embed_crops, embed_images
+from dejavu.attack.neighbours import knn
+from dejavu.config import Config
+from dejavu.data.crops import periphery_crop
+from dejavu.data.records import ImageTable, index_of_ids
+from dejavu.data.scenes import ScenesDataset
+from dejavu.data.splits import SET_NAMES, split_checks, split_ids
+from dejavu.errors import DataError, RunFolderError
+from dejavu.metrics.tables import attack_tables, summarise
+from dejavu.models.encoder import build_encoder
+from dejavu.runs import Run, atomic_path, load_npz, read_json, save_npz, write_json, write_text
+from dejavu.train.checkpoints import load_weights
+from dejavu.train.loop import recipe_fingerprint, train_encoder
+
+MODELS = ("A", "B")
+# Query sets embedded as crops: the two attacked sets and the held-out control set.
+CROP_SETS = ("A", "B", "T")
+
+
+def _hash(*parts: object) -> str:
+    return hashlib.sha256("|".join(str(p) for p in parts).encode()).hexdigest()[:16]
+
+
+def fingerprints(run: Run) -> dict[str, str]:
+    """Each stage's fingerprint: its own config plus its inputs' fingerprints."""
+    c = run.config
+    f: dict[str, str] = {}
+    f["data"] = _hash(c.section_hash("data"), run.seeds["data"])
+    f["split"] = _hash(f["data"], c.section_hash("split"), run.seeds["split"])
+    f["crops"] = _hash(f["split"], c.section_hash("crop"))
+    for model in MODELS:
+        f[f"train_{model}"] = _hash(f["split"], c.section_hash("train"), c.data.input_size, run.seeds["train"], model)
+    f["embed"] = _hash(f["crops"], f["train_A"], f["train_B"], c.attack.layer, c.data.input_size)
+    f["neighbours"] = _hash(f["embed"], c.attack.k)
+    f["metrics"] = _hash(f["neighbours"], c.section_hash("metrics"), run.seeds["control_split"], run.seeds["bootstrap"])
+    f["report"] = _hash(f["metrics"], c.section_hash("report"))
+    return f
+
+
+# Data ----------------------------------------------------------------------------------------------
+def load_table(run: Run) -> ImageTable:
+    arrays = load_npz(run.data_dir / "dataset.npz")
+    return ImageTable(**arrays)
+
+
+def stage_data(run: Run) -> Path:
+    """Generate the built-in dataset into ``data/dataset.npz``."""
+    d = run.config.data
+    dataset = ScenesDataset(
+        n_classes=d.n_classes, images_per_class=d.images_per_class, image_size=d.image_size,
+        seed=run.seeds["data"], scene_correlation=d.scene_correlation,
+        background_detail=d.background_detail, object_scale=tuple(d.object_scale),
+    )
+    path = run.data_dir / "dataset.npz"
+    save_npz(path, **dataset.table(progress=True).to_npz_arrays())
+    return path
+
+
+def stage_split(run: Run) -> Path:
+    """Disjoint per-class balanced A/B/X/T, with the checks that prove it, in ``data/split.json``."""
+    table = load_table(run)
+    s = run.config.split
+    sizes = {"A": s.a_per_class, "B": s.b_per_class, "X": s.x_per_class, "T": s.t_per_class}
+    sets = split_ids(table.ids, table.labels, sizes, run.seeds["split"])
+    checks = split_checks(sets, table.ids, table.labels)
+    if not checks["ok"]:
+        raise DataError(f"split failed its checks: {checks}")
+    path = run.data_dir / "split.json"
+    write_json(path, {
+        "seed": run.seeds["split"],
+        "per_class": sizes,
+        "sizes": {name: len(ids) for name, ids in sets.items()},
+        "checks": checks,
+        "sets": {name: ids.tolist() for name, ids in sets.items()},
+    })
+    return path
+
+
+def load_split(run: Run) -> dict[str, np.ndarray]:
+    payload = read_json(run.data_dir / "split.json")
+    return {name: np.array(payload["sets"][name]) for name in SET_NAMES}
+
+
+CROP_COLUMNS = ("id", "set", "label", "width", "height", "n_boxes", "kept", "reason", "short_side",
+                "rect_x0", "rect_y0", "rect_x1", "rect_y1", "square_x0", "square_y0", "square_x1", "square_y1")
+
+
+def stage_crops(run: Run) -> Path:
+    """Periphery crops of every image of A, B and T into ``data/crops.csv`` (skips with reasons)."""
+    table = load_table(run)
+    sets = load_split(run)
+    height, width = table.images.shape[1:3]
+    rows = []
+    for name in CROP_SETS:
+        positions = index_of_ids(table.ids, sets[name], f"split set {name}")
+        for position in positions:
+            boxes = table.boxes_of(position)
+            crop = periphery_crop(boxes, width, height, run.config.crop.min_side_px)
+            rect = crop.rect or (-1, -1, -1, -1)
+            square = crop.square or (-1, -1, -1, -1)
+            rows.append([str(table.ids[position]), name, int(table.labels[position]), width, height, len(boxes),
+                         int(crop.square is not None), crop.reason, crop.short_side, *rect, *square])
+    for name in ("A", "B"):
+        if not any(row[1] == name and row[6] for row in rows):
+            raise DataError(
+                f"no periphery crop of set {name} has a shortest side >= crop.min_side_px = "
+                f"{run.config.crop.min_side_px} px; lower crop.min_side_px or data.object_scale"
+            )
+    path = run.data_dir / "crops.csv"
+    _write_csv(path, CROP_COLUMNS, rows)
+    return path
+
+
+def load_crops(run: Run) -> dict[str, np.ndarray]:
+    """``data/crops.csv`` as columns (ids as str, numbers as int)."""
+    path = run.data_dir / "crops.csv"
+    if not path.is_file():
+        raise RunFolderError(f"artifact '{path}' is missing: run the crops stage first")
+    with open(path, newline="") as handle:
+        records = list(csv.DictReader(handle))
+    columns: dict[str, np.ndarray] = {}
+    for name in CROP_COLUMNS:
+        values = [r[name] for r in records]
+        columns[name] = np.array(values) if name in ("id", "set", "reason") else np.array(values, dtype=np.int64)
+    return columns
+
+
+def kept_crops(run: Run, set_name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Ids (sorted) and int (N, 4) crop squares of the kept crops of one set."""
+    crops = load_crops(run)
+    keep = (crops["set"] == set_name) & (crops["kept"] == 1)
+    ids = crops["id"][keep]
+    squares = np.stack([crops[f"square_{k}"][keep] for k in ("x0", "y0", "x1", "y1")], axis=1)
+    order = np.argsort(ids, kind="stable")
+    return ids[order], squares[order].reshape(-1, 4)
+
+
+# Training ------------------------------------------------------------------------------------------
+def stage_train(run: Run, model: str) -> Path:
+    """Train the model of set ``model`` (A: target, B: reference) with the shared recipe."""
+    table = load_table(run)
+    sets = load_split(run)
+    rows = index_of_ids(table.ids, sets[model], f"split set {model}")
+    c = run.config
+    return train_encoder(
+        table.images[rows], c.train, c.data.input_size, run.seeds["train"], run.model_dir(model),
+        data_fingerprint=fingerprints(run)[f"train_{model}"],
+        description=f"train {model} ({'target' if model == 'A' else 'reference'})",
+    )
+
+
+def load_encoder(run: Run, model: str) -> torch.nn.Module:
+    encoder = build_encoder(run.config.train)
+    c = run.config
+    expected = recipe_fingerprint(c.train, c.data.input_size, run.seeds["train"], fingerprints(run)[f"train_{model}"])
+    load_weights(run.model_dir(model) / "model.safetensors", encoder, {"recipe": expected["recipe"], "data": expected["data"]})
+    encoder.eval()
+    return encoder
+
+
+# Attack --------------------------------------------------------------------------------------------
+def stage_embed(run: Run) -> Path:
+    """Embed X's full images and the kept crops of A, B, T with both models (fp16 on disk)."""
+    table = load_table(run)
+    sets = load_split(run)
+    c = run.config
+    public_rows = index_of_ids(table.ids, sets["X"], "split set X")
+    for model in MODELS:
+        encoder = load_encoder(run, model)
+        out = run.embeddings_dir / f"model_{model}"
+        public = embed_images(encoder, table.images[public_rows], c.data.input_size, c.attack.layer, c.attack.batch_size)
+        save_npz(out / "public_X.npz", ids=table.ids[public_rows], labels=table.labels[public_rows],
+                 embeddings=public.astype(np.float16))
+        for name in CROP_SETS:
+            ids, squares = kept_crops(run, name)
+            rows = index_of_ids(table.ids, ids, f"crops of {name}")
+            crops = embed_crops(encoder, table.images[rows], squares, c.data.input_size, c.attack.layer, c.attack.batch_size)
+            save_npz(out / f"crops_{name}.npz", ids=ids, embeddings=crops.astype(np.float16))
+    return run.embeddings_dir
+
+
+def stage_neighbours(run: Run) -> Path:
+    """Exact k nearest public neighbours of every crop, in each model's own embedding space."""
+    c = run.config
+    for model in MODELS:
+        public = load_npz(run.embeddings_dir / f"model_{model}" / "public_X.npz")
+        for name in CROP_SETS:
+            crops = load_npz(run.embeddings_dir / f"model_{model}" / f"crops_{name}.npz")
+            distances, rows = knn(crops["embeddings"].astype(np.float32), public["embeddings"].astype(np.float32),
+                                  c.attack.k, c.attack.backend)
+            save_npz(run.neighbours_dir / f"model_{model}" / f"crops_{name}.npz",
+                     ids=crops["ids"], neighbour_ids=public["ids"][rows],
+                     neighbour_labels=public["labels"][rows], distances=distances)
+    return run.neighbours_dir
+
+
+def stage_metrics(run: Run) -> Path:
+    """Per-example tables and pooled statistics: ``samples.csv``, ``control_samples.csv``, ``metrics.json``."""
+    table = load_table(run)
+    c = run.config
+    neighbours = {
+        (model, name): load_npz(run.neighbours_dir / f"model_{model}" / f"crops_{name}.npz")
+        for model in MODELS for name in CROP_SETS
+    }
+    crops = load_crops(run)
+    tables = attack_tables(table, crops, neighbours, n_classes=len(table.class_names),
+                           control_seed=run.seeds["control_split"])
+    metrics = summarise(tables, c.metrics, run.seeds["bootstrap"], table.class_names)
+    metrics["split_sizes"] = read_json(run.data_dir / "split.json")["sizes"]
+    metrics["crops_skipped"] = {
+        name: int(np.sum((crops["set"] == name) & (crops["kept"] == 0))) for name in CROP_SETS
+    }
+    for name, columns in (("samples.csv", tables["attack"]), ("control_samples.csv", tables["control"])):
+        _write_csv(run.root / name, list(columns), list(zip(*columns.values())))
+    path = run.root / "metrics.json"
+    write_json(path, metrics)
+    return path
+
+
+def stage_report(run: Run) -> Path:
+    from dejavu.report.html import write_report
+
+    return write_report(run)
+
+
+# Chaining ------------------------------------------------------------------------------------------
+def stage_functions() -> dict[str, Callable[[Run], Path]]:
+    """Stage name -> function, in execution order (the order of ``runs.STAGES``)."""
+    return {
+        "data": stage_data,
+        "split": stage_split,
+        "crops": stage_crops,
+        "train_A": lambda run: stage_train(run, "A"),
+        "train_B": lambda run: stage_train(run, "B"),
+        "embed": stage_embed,
+        "neighbours": stage_neighbours,
+        "metrics": stage_metrics,
+        "report": stage_report,
+    }
+
+
+def set_threads(config: Config) -> None:
+    threads = config.threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    try:
+        import faiss
+
+        faiss.omp_set_num_threads(threads)
+    except ImportError:
+        pass
+
+
+def run_stage(run: Run, name: str, force: bool = False, log: Callable[[str], None] = print) -> Path | None:
+    """Run one stage unless its fingerprint says it is already done (``force`` re-runs it)."""
+    prints = fingerprints(run)
+    if not force and run.is_done(name, prints[name]):
+        log(f"[{name}] up to date, skipped")
+        return None
+    start = time.perf_counter()
+    path = stage_functions()[name](run)
+    elapsed = time.perf_counter() - start
+    run.mark_done(name, prints[name], seconds=round(elapsed, 3), artifact=str(path))
+    log(f"[{name}] done in {elapsed:.1f} s -> {path}")
+    return path
+
+
+def run_all(run: Run, log: Callable[[str], None] = print) -> dict[str, float]:
+    """Every stage in order; returns wall seconds per stage run now."""
+    set_threads(run.config)
+    times = {}
+    for name in stage_functions():
+        start = time.perf_counter()
+        run_stage(run, name, log=log)
+        times[name] = time.perf_counter() - start
+    return times
+
+
+def _write_csv(path: Path, columns, rows) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(columns)
+    writer.writerows(rows)
+    write_text(path, buffer.getvalue())

@@ -1,0 +1,181 @@
+"""The report's figures, each a pure function of ``metrics.json`` (as a dict) returning a Figure.
+
+Figures are built on ``matplotlib.figure.Figure`` with the Agg canvas rather than through
+``pyplot``: pyplot keeps a global registry of open figures (a leak across many reports) and its
+backend choice is process-wide, which would fight with anything else in the process that plots.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from dejavu.runs import atomic_path
+
+PARTS = ("memorized", "correlated", "misrepresented", "unassociated")
+# Memorized is the part the audit is about, so it gets the loudest colour.
+PART_COLOURS = {"memorized": "#d62728", "correlated": "#2ca02c", "misrepresented": "#9467bd", "unassociated": "#c7c7c7"}
+TARGET_COLOUR = "#1f77b4"
+REFERENCE_COLOUR = "#ff7f0e"
+DIRECTION_COLOURS = ("#17becf", "#bcbd22")
+
+
+def _figure(width: float, height: float) -> Figure:
+    figure = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _number(value: Any) -> float:
+    """A metric as float; missing or null (an empty direction) becomes NaN so plots show a gap."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _percent(values: Sequence[Any]) -> list[float]:
+    return [100 * _number(v) for v in values]
+
+
+def _plot_curves(axes, summary: Mapping[str, Any], title: str) -> None:
+    """Pooled target/reference curves thick, each direction's thin in its own colour."""
+    for colour, (name, detail) in zip(DIRECTION_COLOURS, summary.get("directions", {}).items()):
+        curve = detail["curve"]
+        x = _percent(curve["fractions"])
+        axes.plot(x, _percent(curve["target"]), color=colour, lw=0.9, ls="-", label=f"{name}: target")
+        axes.plot(x, _percent(curve["reference"]), color=colour, lw=0.9, ls="--", label=f"{name}: reference")
+    curve = summary["curve"]
+    x = _percent(curve["fractions"])
+    axes.plot(x, _percent(curve["target"]), color=TARGET_COLOUR, lw=2.2, ls="-", label="pooled: target")
+    axes.plot(x, _percent(curve["reference"]), color=REFERENCE_COLOUR, lw=2.2, ls="--", label="pooled: reference")
+    axes.set_title(title)
+    axes.set_xlabel("p % most confident crops")
+    axes.set_xlim(0, 102)
+    axes.set_ylim(-2, 102)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=7, loc="upper right")
+
+
+def confidence_curves(metrics: Mapping[str, Any]) -> Figure:
+    """Accuracy among the p % most confident crops (p = 5..100), attack and control side by side.
+
+    metrics: ``metrics.json``; reads ``curve`` {fractions (20,), target (20,), reference (20,)} of the
+    pooled attack, of each of its ``directions`` and of ``control``.
+    """
+    figure = _figure(10, 4)
+    left, right = figure.subplots(1, 2, sharey=True)
+    _plot_curves(left, metrics, "Attack (A, B: training images of the target)")
+    _plot_curves(right, metrics["control"], "Control (T: held out from both models)")
+    left.set_ylabel("label inference accuracy (%)")
+    return figure
+
+
+def partition_bars(metrics: Mapping[str, Any]) -> Figure:
+    """Stacked shares of memorized / correlated / misrepresented / unassociated per row.
+
+    Rows (top to bottom): direction A, direction B, pooled attack, control (pooled T1/T2).
+    """
+    rows = [(f"direction {name}", detail) for name, detail in metrics.get("directions", {}).items()]
+    rows += [("pooled attack", metrics), ("control", metrics["control"])]
+    figure = _figure(9, 0.6 * len(rows) + 1.4)
+    axes = figure.subplots()
+    positions = list(range(len(rows)))[::-1]
+    left = [0.0] * len(rows)
+    for part in PARTS:
+        shares = [100 * _number(summary.get(part)) for _, summary in rows]
+        axes.barh(positions, shares, left=left, color=PART_COLOURS[part], edgecolor="white", label=part)
+        for y, start, share in zip(positions, left, shares):
+            # Labels only where they fit; the table in the report has every number.
+            if share >= 6:
+                axes.text(start + share / 2, y, f"{share:.0f}%", ha="center", va="center", fontsize=8)
+        left = [a + (b if not math.isnan(b) else 0.0) for a, b in zip(left, shares)]
+    axes.set_yticks(positions, [name for name, _ in rows])
+    axes.set_xlim(0, 100)
+    axes.set_xlabel("share of attacked examples (%)")
+    axes.set_title("Partition by which model infers the label correctly")
+    figure.legend(*axes.get_legend_handles_labels(), loc="outside lower center", ncols=4, fontsize=8, frameon=False)
+    return figure
+
+
+def gap_intervals(metrics: Mapping[str, Any]) -> Figure:
+    """Gap (target - reference accuracy, points) with its bootstrap interval, and a zero line.
+
+    Rows: pooled attack, each attack direction, control (pooled T1/T2).
+    """
+    rows = [("pooled attack", metrics)]
+    rows += [(f"direction {name}", detail) for name, detail in metrics.get("directions", {}).items()]
+    rows += [("control", metrics["control"])]
+    figure = _figure(8, 0.55 * len(rows) + 1.3)
+    axes = figure.subplots()
+    axes.axvline(0, color="black", lw=1)
+    for y, (name, summary) in zip(range(len(rows))[::-1], rows):
+        gap = 100 * _number(summary.get("gap"))
+        low, high = (100 * _number(v) for v in (summary.get("gap_ci95") or (math.nan, math.nan)))
+        colour = "#7f7f7f" if name == "control" else TARGET_COLOUR
+        # A percentile interval need not contain the point estimate, hence the clipping at zero length.
+        error = [[max(gap - low, 0.0)], [max(high - gap, 0.0)]]
+        axes.errorbar([gap], [y], xerr=error, fmt="o", color=colour, capsize=4, lw=1.6)
+    level = metrics.get("ci_level", 0.95)
+    axes.set_yticks(list(range(len(rows)))[::-1], [name for name, _ in rows])
+    axes.set_xlabel(f"accuracy gap, target - reference (points), {100 * _number(level):.0f} % bootstrap interval")
+    axes.set_title("Déjà vu gap")
+    axes.grid(axis="x", alpha=0.3)
+    return figure
+
+
+def per_class_accuracy(metrics: Mapping[str, Any]) -> Figure:
+    """Target vs reference accuracy per foreground class (``per_class``, pooled over directions)."""
+    entries = metrics.get("per_class") or []
+    figure = _figure(max(6.0, 0.6 * len(entries) + 2), 4)
+    axes = figure.subplots()
+    if not entries:
+        axes.text(0.5, 0.5, "no per-class results", ha="center", va="center", transform=axes.transAxes)
+        axes.set_axis_off()
+        return figure
+    x = list(range(len(entries)))
+    width = 0.4
+    axes.bar([i - width / 2 for i in x], [100 * _number(e["target_acc"]) for e in entries], width,
+             color=TARGET_COLOUR, label="target")
+    axes.bar([i + width / 2 for i in x], [100 * _number(e["reference_acc"]) for e in entries], width,
+             color=REFERENCE_COLOUR, label="reference")
+    axes.set_xticks(x, [str(e["class"]) for e in entries], rotation=45, ha="right")
+    axes.set_ylabel("label inference accuracy (%)")
+    axes.set_ylim(0, 100)
+    axes.set_title("Per class")
+    axes.legend(fontsize=8)
+    axes.grid(axis="y", alpha=0.3)
+    return figure
+
+
+def png_bytes(figure: Figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
+
+
+def save_png(figure: Figure, path: str | Path, close: bool = True) -> bytes:
+    """Write ``figure`` as PNG to ``path`` atomically and return the bytes written.
+
+    ``close`` clears the figure afterwards, releasing its artists right away rather than at
+    garbage collection (a report renders several).
+    """
+    data = png_bytes(figure)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    if close:
+        figure.clear()
+    return data
+
+
+FIGURES = {
+    "confidence_curves": confidence_curves,
+    "partition": partition_bars,
+    "gap": gap_intervals,
+    "per_class": per_class_accuracy,
+}

@@ -1,0 +1,1 @@
+"""SSL training: the loop, optimisers and schedules, checkpoints and resume."""

@@ -1,0 +1,78 @@
+from pathlib import Path
+
+import pytest
+
+from dejavu.config import Config, load_config, parse_overrides
+from dejavu.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_demo_yaml_equals_builtin_defaults():
+    assert load_config(ROOT / "configs" / "demo.yaml").to_dict() == Config().to_dict()
+
+
+def test_smoke_yaml_loads():
+    cfg = load_config(ROOT / "configs" / "smoke.yaml")
+    assert cfg.train.epochs < Config().train.epochs
+
+
+def test_dotted_overrides_are_typed():
+    cfg = load_config(None, ["train.epochs=5", "attack.k=50", "train.lr=0.01", "train.widths=[8,16]",
+                             "train.projector=64-64", "data.background_detail=false"])
+    assert (cfg.train.epochs, cfg.attack.k, cfg.train.lr) == (5, 50, 0.01)
+    assert cfg.train.widths == [8, 16] and cfg.train.projector == "64-64"
+    assert cfg.data.background_detail is False
+
+
+def test_override_wins_over_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  epochs: 7\nattack:\n  k: 10\n")
+    cfg = load_config(path, ["attack.k=20"])
+    assert cfg.train.epochs == 7 and cfg.attack.k == 20
+
+
+def test_parse_overrides_nests():
+    assert parse_overrides(["a.b.c=1", "a.d=x"]) == {"a": {"b": {"c": 1}, "d": "x"}}
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["train.epoch=5"], "unknown config key 'train.epoch'"),
+        (["trian.epochs=5"], "unknown config key 'trian'"),
+        (["train.epochs=five"], "'train.epochs': expected an integer"),
+        (["train.epochs=2.5"], "'train.epochs': expected an integer"),
+        (["attack.k=6000"], "'attack.k' = 6000 is larger than the public set X"),
+        (["crop.min_side_px=65"], "'crop.min_side_px' = 65 is larger than the image"),
+        (["split.x_per_class=700"], "split sizes do not fit the dataset"),
+        (["train.projector=512-abc"], "'train.projector'"),
+        (["train.backbone=vgg"], "unknown value 'vgg'; valid: convnet, resnet18"),
+        (["attack.layer=head"], "'attack.layer'"),
+        (["data.scene_correlation=1.5"], "'data.scene_correlation'"),
+        (["train.epochs"], "expected KEY=VALUE"),
+        (["data=3"], "'data': expected a mapping"),
+    ],
+)
+def test_bad_config_is_reported_with_its_key(overrides, message):
+    with pytest.raises(ConfigError, match=None) as info:
+        load_config(None, overrides)
+    assert message in str(info.value)
+
+
+def test_unknown_key_in_file_names_the_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train:\n  epochs: 3\n  colour: red\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "bad.yaml" in str(info.value) and "train.colour" in str(info.value)
+    assert "valid keys:" in str(info.value)
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "list.yaml"
+    bad.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config(bad)
