@@ -159,8 +159,12 @@ def test_smoke_config_end_to_end_via_cli(tmp_path, capsys):
         assert (out / name).is_file(), name
     printed = capsys.readouterr().out
     assert str(out.resolve()) in printed
-    # A stage re-runs alone on the existing folder.
-    assert main(["metrics", "--config", str(ROOT / "configs" / "smoke.yaml"), "--out", str(out)]) == 0
+    # A stage re-runs alone on the existing folder, with the config saved there.
+    before = (out / "metrics.json").stat().st_mtime_ns
+    assert main(["metrics", "--out", str(out)]) == 0
+    assert (out / "metrics.json").stat().st_mtime_ns > before
+    assert main(["run", "--out", str(out)]) == 0
+    assert "up to date, skipped" in capsys.readouterr().out
     seeds = json.loads((out / "run.json").read_text())["derived_seeds"]
     assert set(seeds) >= {"data", "split", "train", "control_split", "bootstrap"}
 
@@ -184,3 +188,44 @@ def test_crops_that_are_all_too_small_are_refused_before_training(tmp_path):
     with pytest.raises(DataError, match="crop.min_side_px = 30"):
         run_stage(run, "crops", log=lambda _: None)
     assert not (run.root / "data" / "crops.csv").exists()
+
+
+@pytest.mark.slow
+def test_kill_minus_9_during_training_then_resume_gives_the_same_weights(tmp_path):
+    """A real SIGKILL mid-training; the same command resumes and ends where an uninterrupted run ends."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import torch
+    from safetensors.torch import load_file
+
+    from tests.conftest import TINY
+
+    args = [*TINY, "train.epochs=60", "train.resume_every_s=0", "threads=1"]
+    command = [sys.executable, "-m", "dejavu.cli", "run"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    subprocess.run([*command, "--out", str(straight), *args], check=True, capture_output=True, env=env)
+
+    process = subprocess.Popen([*command, "--out", str(killed), *args], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, env=env)
+    resume = killed / "models" / "A" / "resume.pt"
+    deadline = time.monotonic() + 120
+    while not resume.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    assert resume.exists(), "training never wrote a resume state"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (killed / "models" / "A" / "model.safetensors").exists()
+
+    subprocess.run([*command, "--out", str(killed), *args], check=True, capture_output=True, env=env)
+    for model in ("A", "B"):
+        a = load_file(str(straight / "models" / model / "model.safetensors"))
+        b = load_file(str(killed / "models" / model / "model.safetensors"))
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[key], b[key]) for key in a), model
+    assert json.loads((straight / "metrics.json").read_text())["target_acc"] == \
+        json.loads((killed / "metrics.json").read_text())["target_acc"]

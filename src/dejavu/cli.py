@@ -7,8 +7,9 @@ import sys
 import time
 from pathlib import Path
 
-from dejavu.config import load_config
+from dejavu.config import config_from_dict, load_config
 from dejavu.errors import DejavuError
+from dejavu.runs import read_json
 
 STAGE_COMMANDS = {
     "data": ["data"],
@@ -34,7 +35,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="YAML config (default: the built-in demo, identical to configs/demo.yaml)")
         p.add_argument("--out", type=Path, default=None,
                        help="run folder (default: runs/<config name>, e.g. runs/demo); an existing run "
-                            "with the same config resumes, skipping finished stages")
+                            "with the same config resumes, skipping finished stages; --out alone on an "
+                            "existing run folder uses the config saved there")
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                        help="dotted config overrides, e.g. train.epochs=5 attack.k=50")
 
@@ -66,9 +68,15 @@ def _dispatch(command: str, args: argparse.Namespace) -> int:
     from dejavu.pipeline import run_all, run_stage, set_threads
     from dejavu.runs import Run
 
-    config = load_config(args.config, args.overrides)
     name = args.config.stem if args.config else "demo"
     out = args.out or Path("runs") / name
+    saved = out / "config.json"
+    if args.config is None and not args.overrides and saved.is_file():
+        # An existing run folder named alone: resume it / re-run its stage with its own config.
+        config = config_from_dict(read_json(saved))
+        print(f"dejavu {command}: using the config saved in {saved}")
+    else:
+        config = load_config(args.config, args.overrides)
     run = Run(out, config)
     run.claim()
     print(f"dejavu {command}: run folder {out.resolve()}")

@@ -273,6 +273,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 def config_from_dict(tree: dict[str, Any]) -> Config:
     """Rebuild a Config from ``Config.to_dict()`` output (e.g. a run's saved ``config.json``)."""
+    if not isinstance(tree, dict):
+        raise ConfigError(f"expected a mapping of config keys, found {type(tree).__name__}")
     config = _build(Config, tree, "")
     validate(config)
     return config
