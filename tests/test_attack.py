@@ -197,19 +197,31 @@ def test_confidence_random_votes_and_unanimous_is_maximal():
 
 
 def loop_accuracy_curve(correct, conf, fractions):
-    order = sorted(range(len(conf)), key=lambda i: -conf[i])  # Python's sort is stable
+    """Hand loop: take every crop strictly above the cut's confidence, and the tied block at the cut
+    with weight (slots left) / (block size)."""
     out = []
     for f in fractions:
         m = max(1, math.ceil(round(f * len(conf), 9)))
-        out.append(sum(correct[i] for i in order[:m]) / m)
+        cut = sorted(conf, reverse=True)[m - 1]
+        above = [c for c, v in zip(correct, conf) if v > cut]
+        tied = [c for c, v in zip(correct, conf) if v == cut]
+        out.append((sum(above) + sum(tied) * (m - len(above)) / len(tied)) / m)
     return out
+
+
+def test_accuracy_curve_does_not_let_id_order_break_ties():
+    # Four crops tie at the top; the cut at 50 % takes two of them. Reordering the rows must not matter.
+    correct = np.array([1, 1, 0, 0, 0, 0, 0, 0], bool)
+    conf = np.array([0.0, 0.0, 0.0, 0.0, -1, -1, -1, -1])
+    assert accuracy_curve(correct, conf, np.array([0.25]))[0] == pytest.approx(0.5)
+    assert accuracy_curve(correct[::-1], conf[::-1], np.array([0.25]))[0] == pytest.approx(0.5)
 
 
 @pytest.mark.parametrize("n", [1, 7, 20, 333])
 def test_accuracy_curve_matches_loop(n):
     rng = np.random.default_rng(n)
     correct = rng.random(n) < 0.4
-    conf = -rng.integers(0, 5, n) / 2.0  # many ties: the stable order matters
+    conf = -rng.integers(0, 5, n) / 2.0  # many ties: the cut falls inside tied blocks
     fractions = population_module.FRACTIONS
     np.testing.assert_allclose(accuracy_curve(correct, conf, fractions),
                                loop_accuracy_curve(correct.tolist(), conf.tolist(), fractions.tolist()), atol=1e-12)

@@ -76,3 +76,34 @@ def test_missing_and_malformed_files(tmp_path):
     bad.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="expected a mapping"):
         load_config(bad)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["train.batch_size=1"], "'train.batch_size': expected at least 2"),
+        (["train.warmup_epochs=-1"], "'train.warmup_epochs'"),
+        (["data.input_size=8"], "'data.input_size' = 8 is too small"),
+        (["seed=-1"], "'seed'"),
+        (["threads=-1"], "'threads'"),
+        (["train.weight_decay=-1"], "'train.weight_decay'"),
+        (["train.augment.flip_p=1.5"], "'train.augment.flip_p'"),
+        (["train.augment.jitter=[0.4,-0.4,0.2,0.1]"], "'train.augment.jitter'"),
+        (["split.b_per_class=11"], "must be equal"),
+        (["report.gallery=-1"], "'report.gallery'"),
+    ],
+)
+def test_values_that_would_fail_later_are_refused_up_front(overrides, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, overrides)
+    assert message in str(info.value)
+
+
+def test_override_errors_do_not_blame_the_file(tmp_path):
+    path = tmp_path / "ok.yaml"
+    path.write_text("train:\n  epochs: 3\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, ["train.projector=[1]"])
+    assert "ok.yaml" not in str(info.value) and "train.projector" in str(info.value)
+    with pytest.raises(ConfigError, match="is a folder"):
+        load_config(tmp_path)

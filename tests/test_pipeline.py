@@ -229,3 +229,32 @@ def test_kill_minus_9_during_training_then_resume_gives_the_same_weights(tmp_pat
         assert all(torch.equal(a[key], b[key]) for key in a), model
     assert json.loads((straight / "metrics.json").read_text())["target_acc"] == \
         json.loads((killed / "metrics.json").read_text())["target_acc"]
+
+
+def test_rerunning_a_stage_invalidates_exactly_what_read_it(tmp_path):
+    from tests.conftest import TINY
+    from dejavu.pipeline import run_stage
+
+    run = Run(tmp_path / "r", load_config(None, TINY))
+    run.claim()
+    run_all(run, log=lambda _: None)
+
+    def stages_run_by_run_all():
+        messages = []
+        run_all(Run(run.root, run.config), log=messages.append)
+        return [m[1:m.index("]")] for m in messages if "done in" in m]
+
+    run_stage(run, "train_A", force=True, log=lambda _: None)
+    assert stages_run_by_run_all() == ["embed", "neighbours", "metrics", "report"]
+    (run.root / "metrics.json").unlink()
+    assert stages_run_by_run_all() == ["metrics", "report"]
+    assert (run.root / "metrics.json").is_file()
+    assert stages_run_by_run_all() == []
+
+
+def test_stage_command_runs_missing_prerequisites_first(tmp_path, capsys):
+    from tests.conftest import TINY
+
+    out = tmp_path / "fresh"
+    assert main(["crops", "--out", str(out), *TINY]) == 0
+    assert (out / "data" / "crops.csv").is_file() and not (out / "models").exists()

@@ -42,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
 
     common(sub.add_parser("run", help="the whole test: data, split, crops, train A and B, attack, metrics, report"))
     for name in STAGE_COMMANDS:
-        p = sub.add_parser(name, help=f"(re-)run the {name} stage alone on an existing run folder")
+        p = sub.add_parser(name, help=f"re-run the {name} stage (after any unfinished stage it needs)")
         common(p)
         if name == "train":
             p.add_argument("--model", choices=["A", "B"], default=None, help="train only this model (default both)")
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(command: str, args: argparse.Namespace) -> int:
-    from dejavu.pipeline import run_all, run_stage, set_threads
+    from dejavu.pipeline import run_all, run_stage, set_threads, upstream_of
     from dejavu.runs import Run
 
     name = args.config.stem if args.config else "demo"
@@ -89,6 +89,10 @@ def _dispatch(command: str, args: argparse.Namespace) -> int:
         stages = STAGE_COMMANDS[command]
         if command == "train" and args.model:
             stages = [f"train_{args.model}"]
+        # Prerequisites that are not done yet run first (finished ones are skipped); the named stage
+        # always re-runs, and every stage that read its old output is invalidated by its new token.
+        for stage in upstream_of(stages):
+            run_stage(run, stage)
         for stage in stages:
             run_stage(run, stage, force=True)
     print(f"finished in {time.perf_counter() - start:.1f} s; run folder {out.resolve()}")

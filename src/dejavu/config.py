@@ -81,7 +81,8 @@ class TrainConfig:
     optimizer: str = "adamw"
     lr: float = 1e-3
     weight_decay: float = 1e-4
-    # Learning-rate schedule: linear warm-up, then cosine decay to zero ("cosine") or flat ("constant").
+    # Learning-rate schedule: linear warm-up (capped at `epochs`), then cosine decay to zero ("cosine")
+    # or flat ("constant").
     schedule: str = "cosine"
     warmup_epochs: int = 10
     sim_weight: float = 25.0
@@ -249,6 +250,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     tree: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
+        if path.is_dir():
+            raise ConfigError(f"config file '{path}' is a folder; expected a YAML file")
         if not path.is_file():
             raise ConfigError(f"config file '{path}' does not exist")
         try:
@@ -260,13 +263,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file '{path}': expected a mapping at the top, found {type(loaded).__name__}")
         tree = loaded
-    tree = _merge(tree, parse_overrides(overrides or []))
-    try:
-        config = _build(Config, tree, "")
-    except ConfigError as exc:
-        if path is not None:
+    if path is not None:
+        try:
+            _build(Config, tree, "")  # errors in the file itself name the file
+        except ConfigError as exc:
             raise ConfigError(f"{path}: {exc}") from None
-        raise
+    config = _build(Config, _merge(tree, parse_overrides(overrides or [])), "")
     validate(config)
     return config
 
@@ -339,6 +341,31 @@ def validate(config: Config) -> None:
         raise ConfigError(f"config key 'metrics.ci_level': expected a level in (0, 1), found {m.ci_level}")
     if not 0.0 < m.alpha < 1.0:
         raise ConfigError(f"config key 'metrics.alpha': expected a level in (0, 1), found {m.alpha}")
+    if config.seed < 0:
+        raise ConfigError(f"config key 'seed': expected a non-negative integer, found {config.seed}")
+    if config.threads < 0:
+        raise ConfigError(f"config key 'threads': expected 0 (all cores) or a positive count, found {config.threads}")
+    if s.a_per_class != s.b_per_class:
+        raise ConfigError(
+            f"config keys 'split.a_per_class' ({s.a_per_class}) and 'split.b_per_class' ({s.b_per_class}) "
+            "must be equal: the reference must train on as much data as the target"
+        )
+    if t.batch_size < 2:
+        raise ConfigError(f"config key 'train.batch_size': expected at least 2 (batch statistics), found {t.batch_size}")
+    if s.a_per_class * d.n_classes < 2:
+        raise ConfigError("config key 'split.a_per_class': each model needs at least 2 training images")
+    if t.warmup_epochs < 0:
+        raise ConfigError(f"config key 'train.warmup_epochs': expected >= 0, found {t.warmup_epochs}")
+    if t.weight_decay < 0:
+        raise ConfigError(f"config key 'train.weight_decay': expected >= 0, found {t.weight_decay}")
+    if t.backbone == "convnet" and d.input_size < 2 ** len(t.widths):
+        raise ConfigError(
+            f"config key 'data.input_size' = {d.input_size} is too small for a {len(t.widths)}-block ConvNet "
+            f"(train.widths halves the resolution {len(t.widths)} times): use at least {2 ** len(t.widths)}"
+        )
+    for key, value in (("report.gallery", config.report.gallery), ("report.neighbours", config.report.neighbours)):
+        if value < 0:
+            raise ConfigError(f"config key '{key}': expected >= 0, found {value}")
     if t.lr <= 0:
         raise ConfigError(f"config key 'train.lr': expected a positive learning rate, found {t.lr}")
     if t.checkpoint_every < 0:
@@ -348,8 +375,15 @@ def validate(config: Config) -> None:
     aug = t.augment
     if len(aug.crop_scale) != 2 or not 0.0 < aug.crop_scale[0] <= aug.crop_scale[1] <= 1.0:
         raise ConfigError(f"config key 'train.augment.crop_scale': expected [low, high] in (0, 1], found {aug.crop_scale}")
-    if len(aug.jitter) != 4:
-        raise ConfigError(f"config key 'train.augment.jitter': expected 4 numbers (brightness, contrast, saturation, hue), found {aug.jitter}")
+    if len(aug.jitter) != 4 or min(aug.jitter) < 0 or aug.jitter[3] > 0.5:
+        raise ConfigError(
+            "config key 'train.augment.jitter': expected 4 non-negative numbers (brightness, contrast, "
+            f"saturation, hue <= 0.5), found {aug.jitter}"
+        )
+    for key in ("flip_p", "jitter_p", "grayscale_p"):
+        value = getattr(aug, key)
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"config key 'train.augment.{key}': expected a probability in [0, 1], found {value}")
     from dejavu.models.heads import parse_projector_spec
 
     parse_projector_spec(t.projector)

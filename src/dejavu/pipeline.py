@@ -41,20 +41,49 @@ def _hash(*parts: object) -> str:
     return hashlib.sha256("|".join(str(p) for p in parts).encode()).hexdigest()[:16]
 
 
-def fingerprints(run: Run) -> dict[str, str]:
-    """Each stage's fingerprint: its own config plus its inputs' fingerprints."""
+# What each stage reads. A stage's fingerprint covers its own config and the completion tokens of
+# these stages, so re-running a stage (e.g. `dejavu train --model A`) invalidates everything after it.
+DEPENDS = {
+    "data": (), "split": ("data",), "crops": ("split",), "train_A": ("split",), "train_B": ("split",),
+    "embed": ("crops", "train_A", "train_B"), "neighbours": ("embed",), "metrics": ("neighbours",),
+    "report": ("metrics",),
+}
+
+
+def upstream_of(stages: list[str]) -> list[str]:
+    """Every stage the given stages read, directly or not, in execution order (the stages excluded)."""
+    needed: set[str] = set()
+    frontier = list(stages)
+    while frontier:
+        for dep in DEPENDS[frontier.pop()]:
+            if dep not in needed:
+                needed.add(dep)
+                frontier.append(dep)
+    return [stage for stage in DEPENDS if stage in needed and stage not in stages]
+
+
+def _own_config(run: Run, stage: str) -> str:
     c = run.config
-    f: dict[str, str] = {}
-    f["data"] = _hash(c.section_hash("data"), run.seeds["data"])
-    f["split"] = _hash(f["data"], c.section_hash("split"), run.seeds["split"])
-    f["crops"] = _hash(f["split"], c.section_hash("crop"))
-    for model in MODELS:
-        f[f"train_{model}"] = _hash(f["split"], c.section_hash("train"), c.data.input_size, run.seeds["train"], model)
-    f["embed"] = _hash(f["crops"], f["train_A"], f["train_B"], c.attack.layer, c.data.input_size)
-    f["neighbours"] = _hash(f["embed"], c.attack.k)
-    f["metrics"] = _hash(f["neighbours"], c.section_hash("metrics"), run.seeds["control_split"], run.seeds["bootstrap"])
-    f["report"] = _hash(f["metrics"], c.section_hash("report"))
-    return f
+    own = {
+        "data": (c.section_hash("data"), run.seeds["data"]),
+        "split": (c.section_hash("split"), run.seeds["split"]),
+        "crops": (c.section_hash("crop"),),
+        "train_A": (c.section_hash("train"), c.data.input_size, run.seeds["train"], "A"),
+        "train_B": (c.section_hash("train"), c.data.input_size, run.seeds["train"], "B"),
+        "embed": (c.attack.layer, c.data.input_size),
+        "neighbours": (c.attack.k,),
+        "metrics": (c.section_hash("metrics"), run.seeds["control_split"], run.seeds["bootstrap"]),
+        "report": (c.section_hash("report"),),
+    }
+    return _hash(*own[stage])
+
+
+def fingerprints(run: Run) -> dict[str, str]:
+    """Each stage's fingerprint: its own config plus the tokens of the runs of the stages it reads."""
+    return {
+        stage: _hash(_own_config(run, stage), *(run.token(dep) for dep in deps))
+        for stage, deps in DEPENDS.items()
+    }
 
 
 # Data ----------------------------------------------------------------------------------------------
@@ -279,7 +308,8 @@ def run_stage(run: Run, name: str, force: bool = False, log: Callable[[str], Non
     start = time.perf_counter()
     path = stage_functions()[name](run)
     elapsed = time.perf_counter() - start
-    run.mark_done(name, prints[name], seconds=round(elapsed, 3), artifact=str(path))
+    artifact = Path(path).resolve().relative_to(run.root.resolve())
+    run.mark_done(name, prints[name], seconds=round(elapsed, 3), artifact=str(artifact))
     log(f"[{name}] done in {elapsed:.1f} s -> {path}")
     return path
 

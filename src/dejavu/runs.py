@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -176,17 +177,29 @@ class Run:
     def marker(self, stage: str) -> Path:
         return self.root / "stages" / f"{stage}.done.json"
 
-    def is_done(self, stage: str, fingerprint: str) -> bool:
+    def _marker_payload(self, stage: str) -> dict[str, Any]:
         path = self.marker(stage)
         if not path.is_file():
-            return False
+            return {}
         try:
-            return json.loads(path.read_text(encoding="utf-8")).get("fingerprint") == fingerprint
+            payload = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError:
-            return False
+            return {}
+        return payload if isinstance(payload, dict) else {}
+
+    def is_done(self, stage: str, fingerprint: str) -> bool:
+        """Done when the marker's fingerprint matches and the stage's artifact is still on disk."""
+        payload = self._marker_payload(stage)
+        artifact = payload.get("artifact")
+        return payload.get("fingerprint") == fingerprint and bool(artifact) and (self.root / artifact).exists()
+
+    def token(self, stage: str) -> str:
+        """The random token of the stage's last completed run ("missing" if it never completed)."""
+        return str(self._marker_payload(stage).get("token", "missing"))
 
     def mark_done(self, stage: str, fingerprint: str, **info: Any) -> None:
-        write_json(self.marker(stage), {"fingerprint": fingerprint, **info})
+        # A fresh token per completion: stages that read this one see their fingerprints change.
+        write_json(self.marker(stage), {"fingerprint": fingerprint, "token": uuid.uuid4().hex, **info})
 
 
 def _diff(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:

@@ -54,6 +54,8 @@ def knn(queries: np.ndarray, database: np.ndarray, k: int, backend: str = "faiss
     """
     if k > len(database):
         raise ValueError(f"k = {k} exceeds the database size {len(database)}")
+    if len(queries) == 0:
+        return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
     if backend == "faiss":
         return knn_faiss(queries, database, k)
     if backend == "torch":

@@ -1,4 +1,10 @@
-"""Accuracy among the p % most confident attacked examples (each model ranks by its own confidence)."""
+"""Accuracy among the p % most confident attacked examples (each model ranks by its own confidence).
+
+Votes of k neighbours take few distinct values, so many crops share a confidence. When the cut at
+p % falls inside a block of tied crops, choosing some of them by id (or by class) would bias the
+number; instead the tied block counts fractionally: each tied crop is taken with weight
+(slots left) / (block size), the expected accuracy under a uniformly random tie-break.
+"""
 
 from __future__ import annotations
 
@@ -15,30 +21,28 @@ def n_most_confident(n: int, fraction: float) -> int:
     return max(1, math.ceil(round(fraction * n, 9))) if n else 0
 
 
-def confidence_order(confidence: np.ndarray) -> np.ndarray:
-    """Positions from most to least confident; ties keep table order (tables are sorted by id)."""
-    return np.argsort(-confidence, kind="stable")
-
-
-def most_confident_mask(confidence: np.ndarray, fraction: float) -> np.ndarray:
-    """Boolean mask of the ``fraction`` most confident examples."""
-    mask = np.zeros(len(confidence), dtype=bool)
-    mask[confidence_order(confidence)[: n_most_confident(len(confidence), fraction)]] = True
-    return mask
-
-
 def accuracy_curve(correct: np.ndarray, confidence: np.ndarray, fractions: np.ndarray = FRACTIONS) -> np.ndarray:
-    """Accuracy among the p most confident, for each p in ``fractions`` (one cumulative sum).
+    """Accuracy among the p most confident, for each p in ``fractions``, ties at the cut fractional.
 
     Example:
         >>> accuracy_curve(np.array([1, 0, 1, 0]), np.array([0.0, -1.0, -0.5, -2.0]), np.array([0.5, 1.0])).tolist()
         [1.0, 0.5]
+        >>> accuracy_curve(np.array([1, 0, 0, 0]), np.array([0.0, 0.0, 0.0, -1.0]), np.array([0.5])).tolist()
+        [0.3333333333333333]
     """
-    if len(correct) == 0:
+    n = len(correct)
+    if n == 0:
         return np.full(len(fractions), np.nan)
-    hits = np.cumsum(np.asarray(correct, dtype=np.float64)[confidence_order(confidence)])
-    counts = np.array([n_most_confident(len(correct), f) for f in fractions])
-    return hits[counts - 1] / counts
+    order = np.argsort(-np.asarray(confidence, dtype=np.float64), kind="stable")
+    descending = -np.asarray(confidence, dtype=np.float64)[order]  # ascending values of -confidence
+    hits = np.concatenate([[0.0], np.cumsum(np.asarray(correct, dtype=np.float64)[order])])
+    counts = np.array([n_most_confident(n, f) for f in fractions])
+    cut_value = descending[counts - 1]
+    before = np.searchsorted(descending, cut_value, side="left")  # strictly more confident
+    through = np.searchsorted(descending, cut_value, side="right")  # end of the tied block
+    block_hits = hits[through] - hits[before]
+    taken = hits[before] + block_hits * (counts - before) / (through - before)
+    return taken / counts
 
 
 def accuracy_at(correct: np.ndarray, confidence: np.ndarray, fraction: float) -> float:

@@ -13,6 +13,8 @@ from dejavu.metrics.stats import bootstrap_gap_ci, mcnemar_exact
 # (direction, attacked set, target model, reference model). The swapped direction B cancels any
 # overall quality difference between the two models when the two are pooled (as in the paper).
 DIRECTIONS = (("A", "A", "A", "B"), ("B", "B", "B", "A"))
+# Below this many crops per half, "no gap on T" would be no evidence at all.
+MIN_CONTROL_HALF = 10
 
 
 def _predict(neighbour_labels: np.ndarray, n_classes: int) -> dict[str, np.ndarray]:
@@ -168,13 +170,19 @@ def verdict(attack: dict, control: dict, alpha: float) -> str:
     # The control passes at the conventional 5 % level (stricter than alpha for the attack on purpose:
     # failing to see a spurious gap should not be easy).
     control_ok = control["mcnemar_p"] > 0.05
-    control_text = (
-        f"on held-out images that neither model trained on, the gap is {control['gap'] * 100:+.1f} points "
-        f"(p = {control['mcnemar_p']:.2g}), indistinguishable from zero as it should be"
-        if control_ok else
-        f"but the negative control on held-out images also shows a gap ({control['gap'] * 100:+.1f} points, "
-        f"p = {control['mcnemar_p']:.2g}), so the test is not trustworthy here"
-    )
+    if not control["conclusive"]:
+        control_text = (
+            f"the negative control is inconclusive: only {control['n_attacked']} held-out crops "
+            f"(at least {2 * MIN_CONTROL_HALF} needed), so the test's calibration is unchecked"
+        )
+    else:
+        control_text = (
+            f"on held-out images that neither model trained on, the gap is {control['gap'] * 100:+.1f} points "
+            f"(p = {control['mcnemar_p']:.2g}), indistinguishable from zero as it should be"
+            if control_ok else
+            f"but the negative control on held-out images also shows a gap ({control['gap'] * 100:+.1f} points, "
+            f"p = {control['mcnemar_p']:.2g}), so the test is not trustworthy here"
+        )
     if p < alpha and gap > 0:
         return (
             f"Déjà vu memorization detected: from background-only crops the target infers the foreground "
@@ -193,7 +201,9 @@ def summarise(tables: dict[str, dict[str, np.ndarray]], metrics_config, seed: in
     """``metrics.json``: pooled attack metrics at the top level, ``control`` with the same keys."""
     attack = pooled_summary(tables["attack"], metrics_config, seed)
     control = pooled_summary(tables["control"], metrics_config, seed)
-    control["indistinguishable_from_zero"] = bool(control["mcnemar_p"] > 0.05)
+    halves = [d["n_attacked"] for d in control["directions"].values()]
+    control["conclusive"] = len(halves) == 2 and min(halves) >= MIN_CONTROL_HALF
+    control["indistinguishable_from_zero"] = bool(control["conclusive"] and control["mcnemar_p"] > 0.05)
     result = {"verdict": verdict(attack, control, metrics_config.alpha), "alpha": metrics_config.alpha, **attack,
               "control": control}
     if class_names is not None:

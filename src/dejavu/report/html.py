@@ -320,7 +320,10 @@ def gallery_section(run: Run, table: ImageTable, samples: list[dict[str, str]]) 
 def control_section(metrics: Mapping[str, Any], level: float) -> str:
     control = metrics["control"]
     p = control.get("mcnemar_p")
-    if control.get("indistinguishable_from_zero"):
+    if control.get("conclusive") is False:
+        statement = (f'<p class="bad">The control is inconclusive: only {esc(integer(control.get("n_attacked")))} '
+                     "held-out crops, too few to check that the test does not invent a gap.</p>")
+    elif control.get("indistinguishable_from_zero"):
         statement = (f'<p class="ok">The control gap is statistically indistinguishable from zero '
                      f"(gap {esc(points(control.get('gap')))} points, exact McNemar p = {esc(p_value(p))}), "
                      "as it should be for images neither model trained on.</p>")
@@ -330,7 +333,8 @@ def control_section(metrics: Mapping[str, Any], level: float) -> str:
                      "the two models differ even on images neither trained on, so the attack's gap cannot be "
                      "read as memorization.</p>")
     columns = [("control pooled", control)] + [
-        (f"{name} (target {name}-half)", detail) for name, detail in control.get("directions", {}).items()
+        (f"{name} ({'T1 plays A: target A' if name == 'T1' else 'T2 plays B: target B'})", detail)
+        for name, detail in control.get("directions", {}).items()
     ]
     return (
         "<h2>Negative control</h2>"
