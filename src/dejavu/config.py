@@ -284,18 +284,11 @@ def config_from_dict(tree: dict[str, Any]) -> Config:
 
 def validate(config: Config) -> None:
     """Check values and their consistency before any work starts."""
-    flat = {
-        "data.dataset": config.data.dataset,
-        "train.method": config.train.method,
-        "train.backbone": config.train.backbone,
-        "train.optimizer": config.train.optimizer,
-        "train.schedule": config.train.schedule,
-        "attack.layer": config.attack.layer,
-        "attack.backend": config.attack.backend,
-    }
-    for key, value in flat.items():
-        if value not in CHOICES[key]:
-            raise ConfigError(f"config key '{key}': unknown value '{value}'; valid: {', '.join(CHOICES[key])}")
+    for key, valid in CHOICES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(config, section), name)
+        if value not in valid:
+            raise ConfigError(f"config key '{key}': unknown value '{value}'; valid: {', '.join(valid)}")
 
     d, s, c, t, a, m = config.data, config.split, config.crop, config.train, config.attack, config.metrics
     positive = {

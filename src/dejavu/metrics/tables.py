@@ -125,14 +125,15 @@ def pooled_summary(rows: dict[str, np.ndarray], metrics_config, seed: int) -> di
     """Both directions pooled as in the paper: each accuracy/share is the mean over directions;
     McNemar on all paired examples; bootstrap interval of the pooled gap; per-direction detail."""
     names = list(dict.fromkeys(rows["direction"].tolist()))
-    per_direction = {name: direction_summary(_select(rows, rows["direction"] == name)) for name in names}
+    subsets = {name: _select(rows, rows["direction"] == name) for name in names}
+    per_direction = {name: direction_summary(subset) for name, subset in subsets.items()}
     pooled: dict = {"n_attacked": int(sum(d["n_attacked"] for d in per_direction.values()))}
     for key in POOLED_MEANS:
         pooled[key] = float(np.mean([d[key] for d in per_direction.values()]))
     test = mcnemar_exact(rows["target_correct"].astype(bool), rows["reference_correct"].astype(bool))
     pooled.update(mcnemar_p=test.p_value, mcnemar_b=test.b, mcnemar_c=test.c)
-    pairs = [(_select(rows, rows["direction"] == n)["target_correct"], _select(rows, rows["direction"] == n)["reference_correct"]) for n in names]
-    pooled["gap_ci95"] = list(bootstrap_gap_ci(pairs, metrics_config.bootstrap, metrics_config.ci_level, seed))
+    pairs = {name: (subset["target_correct"], subset["reference_correct"]) for name, subset in subsets.items()}
+    pooled["gap_ci95"] = list(bootstrap_gap_ci(list(pairs.values()), metrics_config.bootstrap, metrics_config.ci_level, seed))
     pooled["ci_level"] = metrics_config.ci_level
     pooled["curve"] = {
         "fractions": FRACTIONS.tolist(),
@@ -140,8 +141,7 @@ def pooled_summary(rows: dict[str, np.ndarray], metrics_config, seed: int) -> di
         "reference": np.mean([d["curve"]["reference"] for d in per_direction.values()], axis=0).tolist(),
     }
     for name, detail in per_direction.items():
-        detail["gap_ci95"] = list(bootstrap_gap_ci([pairs[names.index(name)]], metrics_config.bootstrap,
-                                                   metrics_config.ci_level, seed))
+        detail["gap_ci95"] = list(bootstrap_gap_ci([pairs[name]], metrics_config.bootstrap, metrics_config.ci_level, seed))
     pooled["directions"] = per_direction
     return pooled
 
