@@ -52,10 +52,21 @@ def test_parse_overrides_nests():
         (["data.scene_correlation=1.5"], "'data.scene_correlation'"),
         (["train.epochs"], "expected KEY=VALUE"),
         (["data=3"], "'data': expected a mapping"),
+        # Values that would otherwise fail later, mid-run, with a traceback:
+        (["train.batch_size=1"], "'train.batch_size': expected at least 2"),
+        (["train.warmup_epochs=-1"], "'train.warmup_epochs'"),
+        (["data.input_size=8"], "'data.input_size' = 8 is too small"),
+        (["seed=-1"], "'seed'"),
+        (["threads=-1"], "'threads'"),
+        (["train.weight_decay=-1"], "'train.weight_decay'"),
+        (["train.augment.flip_p=1.5"], "'train.augment.flip_p'"),
+        (["train.augment.jitter=[0.4,-0.4,0.2,0.1]"], "'train.augment.jitter'"),
+        (["split.b_per_class=11"], "must be equal"),
+        (["report.gallery=-1"], "'report.gallery'"),
     ],
 )
 def test_bad_config_is_reported_with_its_key(overrides, message):
-    with pytest.raises(ConfigError, match=None) as info:
+    with pytest.raises(ConfigError) as info:
         load_config(None, overrides)
     assert message in str(info.value)
 
@@ -76,27 +87,6 @@ def test_missing_and_malformed_files(tmp_path):
     bad.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="expected a mapping"):
         load_config(bad)
-
-
-@pytest.mark.parametrize(
-    "overrides, message",
-    [
-        (["train.batch_size=1"], "'train.batch_size': expected at least 2"),
-        (["train.warmup_epochs=-1"], "'train.warmup_epochs'"),
-        (["data.input_size=8"], "'data.input_size' = 8 is too small"),
-        (["seed=-1"], "'seed'"),
-        (["threads=-1"], "'threads'"),
-        (["train.weight_decay=-1"], "'train.weight_decay'"),
-        (["train.augment.flip_p=1.5"], "'train.augment.flip_p'"),
-        (["train.augment.jitter=[0.4,-0.4,0.2,0.1]"], "'train.augment.jitter'"),
-        (["split.b_per_class=11"], "must be equal"),
-        (["report.gallery=-1"], "'report.gallery'"),
-    ],
-)
-def test_values_that_would_fail_later_are_refused_up_front(overrides, message):
-    with pytest.raises(ConfigError) as info:
-        load_config(None, overrides)
-    assert message in str(info.value)
 
 
 def test_override_errors_do_not_blame_the_file(tmp_path):

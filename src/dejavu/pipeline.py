@@ -28,7 +28,7 @@ from dejavu.data.splits import SET_NAMES, split_checks, split_ids
 from dejavu.errors import DataError, RunFolderError
 from dejavu.metrics.tables import attack_tables, summarise
 from dejavu.models.encoder import build_encoder
-from dejavu.runs import Run, atomic_path, load_npz, read_json, save_npz, write_json, write_text
+from dejavu.runs import DEPENDS, Run, atomic_path, load_npz, read_json, save_npz, write_json, write_text
 from dejavu.train.checkpoints import load_weights
 from dejavu.train.loop import recipe_fingerprint, train_encoder
 
@@ -39,15 +39,6 @@ CROP_SETS = ("A", "B", "T")
 
 def _hash(*parts: object) -> str:
     return hashlib.sha256("|".join(str(p) for p in parts).encode()).hexdigest()[:16]
-
-
-# What each stage reads. A stage's fingerprint covers its own config and the completion tokens of
-# these stages, so re-running a stage (e.g. `dejavu train --model A`) invalidates everything after it.
-DEPENDS = {
-    "data": (), "split": ("data",), "crops": ("split",), "train_A": ("split",), "train_B": ("split",),
-    "embed": ("crops", "train_A", "train_B"), "neighbours": ("embed",), "metrics": ("neighbours",),
-    "report": ("metrics",),
-}
 
 
 def upstream_of(stages: list[str]) -> list[str]:

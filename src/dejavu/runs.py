@@ -24,8 +24,16 @@ from dejavu.errors import RunFolderError
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
-# Stage names in execution order (pipeline.stage_functions follows it; the report lists timings by it).
-STAGES = ("data", "split", "crops", "train_A", "train_B", "embed", "neighbours", "metrics", "report")
+# What each stage reads, in execution order. A stage's fingerprint covers its own config and the
+# completion tokens of these stages, so re-running a stage (e.g. `dejavu train --model A`)
+# invalidates everything after it. pipeline.stage_functions follows this order; the report lists
+# timings by it.
+DEPENDS = {
+    "data": (), "split": ("data",), "crops": ("split",), "train_A": ("split",), "train_B": ("split",),
+    "embed": ("crops", "train_A", "train_B"), "neighbours": ("embed",), "metrics": ("neighbours",),
+    "report": ("metrics",),
+}
+STAGES = tuple(DEPENDS)
 
 
 
