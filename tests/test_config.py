@@ -12,6 +12,16 @@ def test_demo_yaml_equals_builtin_defaults():
     assert load_config(ROOT / "configs" / "demo.yaml").to_dict() == Config().to_dict()
 
 
+def test_paper_and_example_presets_load_once_given_a_root():
+    paper = load_config(ROOT / "configs" / "paper" / "imagenet_vicreg_300pc.yaml", ["data.root=/data/train"])
+    assert (paper.split.scheme, paper.split.a_per_class, paper.split.public_from_per_class) == ("paper", 300, 500)
+    assert (paper.crop.rule, paper.crop.min_side_px) == ("paper", 100)
+    tiny = load_config(ROOT / "configs" / "examples" / "tiny.yaml", ["data.root=/x"])
+    assert tiny.data.dataset == "imagenet"
+    with pytest.raises(ConfigError, match="data.root"):
+        load_config(ROOT / "configs" / "examples" / "tiny.yaml")
+
+
 def test_smoke_yaml_loads():
     cfg = load_config(ROOT / "configs" / "smoke.yaml")
     assert cfg.train.epochs < Config().train.epochs

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import doctest
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import dejavu.data.crops as crops_module
 from dejavu.data.crops import (
     Crop,
     boxes_to_pixels,
     centre_square,
+    corner_crop,
     largest_empty_rectangle,
+    paper_periphery_rect,
     periphery_crop,
 )
 from dejavu.errors import DataError
@@ -363,3 +368,239 @@ def test_periphery_crop_agrees_with_brute_force(case, min_side_px):
         assert crop.rect is None and crop.square is None
         assert crop.short_side == best_side
         assert crop.reason == f"shortest side {best_side} px < min_side_px {min_side_px}"
+
+
+# ---------------------------------------------------------------------------------------------
+# paper_periphery_rect (the rule of Meehan et al. 2023)
+
+
+def paper_candidates(boxes: np.ndarray, width: int, height: int) -> list[tuple[int, int, int, int]]:
+    """Every candidate of the paper's rule, in plain Python from its description.
+
+    Boxes are clipped to the image and empty ones dropped first. The x-axis is cut at 0, W and every
+    box's x-edges; for each pair of consecutive cuts [a, b), the boxes with bx0 < b and a < bx1 have
+    their y-intervals merged, and each gap between them (or against 0 and H) is a candidate.
+    """
+    clipped = []
+    for bx0, by0, bx1, by1 in np.asarray(boxes, dtype=np.int64).reshape(-1, 4).tolist():
+        bx0, bx1 = min(max(bx0, 0), width), min(max(bx1, 0), width)
+        by0, by1 = min(max(by0, 0), height), min(max(by1, 0), height)
+        if bx0 < bx1 and by0 < by1:
+            clipped.append((bx0, by0, bx1, by1))
+    cuts = sorted({0, width} | {b[0] for b in clipped} | {b[2] for b in clipped})
+    candidates = []
+    for a, b in zip(cuts, cuts[1:]):
+        spans = sorted((by0, by1) for bx0, by0, bx1, by1 in clipped if bx0 < b and a < bx1)
+        merged: list[list[int]] = []
+        for lo, hi in spans:
+            if merged and lo <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], hi)
+            else:
+                merged.append([lo, hi])
+        edges = [0] + [v for span in merged for v in span] + [height]
+        for gap_lo, gap_hi in zip(edges[::2], edges[1::2]):
+            if gap_lo < gap_hi:
+                candidates.append((a, gap_lo, b, gap_hi))
+    return candidates
+
+
+def paper_brute_force(boxes: np.ndarray, width: int, height: int) -> tuple[int, int, int, int] | None:
+    candidates = paper_candidates(boxes, width, height)
+    if not candidates:
+        return None
+    return min(candidates, key=lambda r: (-min(sides(r)), -sides(r)[0] * sides(r)[1], r[1], r[0], r[3], r[2]))
+
+
+def test_paper_misses_the_strip_above_a_central_box():
+    # 30x20 image, box [10, 20) x [12, 18). The paper's x-cuts are 0, 10, 20, 30: the intervals beside
+    # the box give 10x20 columns (short side 10), the one above it 10x12. The optimum spans the cuts:
+    # the full-width strip [0, 30) x [0, 12), short side 12.
+    boxes = np.array([[10, 12, 20, 18]])
+    assert paper_periphery_rect(boxes, 30, 20) == (0, 0, 10, 20)  # ties with (20, 0, 30, 20): smaller x0
+    assert largest_empty_rectangle(boxes, 30, 20) == (0, 0, 30, 12)
+
+
+def test_paper_two_corner_boxes():
+    # 20x20, boxes [0, 8)^2 and [12, 20)^2. Cuts 0, 8, 12, 20: [0, 8) leaves y in [8, 20) (8x12),
+    # [8, 12) the full height (4x20), [12, 20) leaves y in [0, 12) (8x12). Two 8x12 ties: smaller y0.
+    # The optimum (8, 0, 20, 12) crosses the cut at x = 12 and has short side 12.
+    boxes = np.array([[0, 0, 8, 8], [12, 12, 20, 20]])
+    assert paper_periphery_rect(boxes, 20, 20) == (12, 0, 20, 12)
+    assert largest_empty_rectangle(boxes, 20, 20) == (8, 0, 20, 12)
+
+
+def test_paper_boxes_touching_the_border():
+    # Top-left box [0, 6) x [0, 4) on 16x10: [0, 6) leaves 6x6 below it, [6, 16) is free (10x10).
+    assert paper_periphery_rect(np.array([[0, 0, 6, 4]]), 16, 10) == (6, 0, 16, 10)
+    # A full-height box on the right border: its interval has no gap at all.
+    assert paper_periphery_rect(np.array([[10, 0, 16, 10]]), 16, 10) == (0, 0, 10, 10)
+    # Two full-width boxes touching at y = 5 merge into [2, 7): gaps [0, 2) and [7, 12), no 0-high gap.
+    assert paper_periphery_rect(np.array([[0, 2, 12, 5], [0, 5, 12, 7]]), 12, 12) == (0, 7, 12, 12)
+    # Boxes past the border are clipped first, as in largest_empty_rectangle.
+    assert paper_periphery_rect(np.array([[-5, -5, 6, 4]]), 16, 10) == (6, 0, 16, 10)
+
+
+def test_paper_no_boxes_and_full_cover():
+    assert paper_periphery_rect(np.zeros((0, 4), dtype=np.int64), 7, 5) == (0, 0, 7, 5)
+    assert paper_periphery_rect(np.array([[0, 0, 3, 3]]), 3, 3) is None
+    with pytest.raises(DataError):
+        paper_periphery_rect(np.array([[0.5, 0, 1, 1]]), 4, 4)
+
+
+@settings(max_examples=300, deadline=None)
+@given(scene(max_boxes=6))
+def test_paper_rect_properties(case):
+    width, height, raw = case
+    mask = coverage_mask(raw, width, height)
+    for boxes in (raw, boxes_to_pixels(raw, width, height)):
+        rect = paper_periphery_rect(boxes, width, height)
+        assert rect == paper_brute_force(boxes, width, height)
+        optimal = largest_empty_rectangle(boxes, width, height)
+        if rect is None:
+            assert optimal is None and mask.all()
+            continue
+        x0, y0, x1, y1 = rect
+        assert all(isinstance(v, int) for v in rect)
+        assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height
+        assert not mask[y0:y1, x0:x1].any()
+        assert optimal is not None and min(sides(rect)) <= min(sides(optimal))
+
+
+def test_paper_many_boxes_against_brute_force():
+    rng = np.random.default_rng(7)
+    for _ in range(10):
+        xy0 = rng.integers(-2, 60, size=(50, 2))
+        boxes = np.concatenate([xy0, xy0 + rng.integers(1, 8, size=(50, 2))], axis=1)
+        assert paper_periphery_rect(boxes, 64, 48) == paper_brute_force(boxes, 64, 48)
+
+
+# ---------------------------------------------------------------------------------------------
+# periphery_crop(rule="paper")
+
+
+def test_paper_rule_threshold_is_strict():
+    # Paper rect (0, 0, 10, 20): short side 10; the optimum has 12 and passes the same threshold.
+    boxes = np.array([[10.0, 12.0, 20.0, 18.0]])
+    skipped = periphery_crop(boxes, 30, 20, min_side_px=10, rule="paper")
+    reason = "shortest side 10 px <= min_side_px 10 (paper rule: strictly greater)"
+    assert skipped == Crop(rect=None, square=None, short_side=10, reason=reason)
+    kept = periphery_crop(boxes, 30, 20, min_side_px=9, rule="paper")
+    assert kept == Crop(rect=(0, 0, 10, 20), square=(0, 5, 10, 15), short_side=10, reason="")
+    assert periphery_crop(boxes, 30, 20, min_side_px=10).rect == (0, 0, 30, 12)
+
+
+def test_paper_rule_skips_boxes_past_the_right_edge():
+    # Boxes [0, 2)^2 and [10, x1) x [12, 18) on 30x20. With x1 = 30 (on the edge, not past it) the
+    # cuts are 0, 2, 10, 30: [2, 10) gives 8x20 and [10, 30) the 20x12 gap above the box, short side 12.
+    on_edge = np.array([[0.0, 0.0, 2.0, 2.0], [10.0, 12.0, 30.0, 18.0]])
+    kept = periphery_crop(on_edge, 30, 20, min_side_px=4, rule="paper")
+    assert kept.reason == "" and kept.rect == (10, 0, 30, 12)
+    past = np.array([[0.0, 0.0, 2.0, 2.0], [10.0, 12.0, 30.5, 18.0]])
+    crop = periphery_crop(past, 30, 20, min_side_px=4, rule="paper")
+    assert crop == Crop(rect=None, square=None, short_side=0, reason="box extends past the right edge")
+    # The optimal rule clips such a box instead; its strip [2, 30) x [0, 12) crosses the cut at x = 10.
+    assert periphery_crop(past, 30, 20, min_side_px=4).rect == (2, 0, 30, 12)
+    # Past the left, top or bottom edge is clipped by both rules: the paper only drops the right.
+    spill = np.array([[-3.0, -3.0, 20.0, 25.0]])
+    assert periphery_crop(spill, 30, 20, 4, rule="paper").rect == (20, 0, 30, 20)
+
+
+def test_paper_rule_no_box_reasons():
+    assert periphery_crop(np.zeros((0, 4)), 20, 20, 4, rule="paper").reason == "no foreground box"
+    below = periphery_crop(np.array([[2.0, 30.0, 5.0, 40.0]]), 20, 20, 4, rule="paper")
+    assert below.rect is None and below.reason.startswith("no foreground box")
+
+
+@settings(max_examples=100, deadline=None)
+@given(scene(max_boxes=4), st.integers(1, 13))
+def test_paper_rule_agrees_with_brute_force(case, min_side_px):
+    width, height, raw = case
+    crop = periphery_crop(raw, width, height, min_side_px, rule="paper")
+    mask = coverage_mask(raw, width, height)
+    expected = paper_brute_force(raw, width, height)
+    if raw.shape[0] and (raw[:, 2] > width).any():
+        assert crop == Crop(None, None, 0, "box extends past the right edge")
+    elif not mask.any():
+        assert crop.rect is None and crop.reason.startswith("no foreground box")
+    elif expected is None:
+        assert crop == Crop(None, None, 0, "no box-free area")
+    elif min(sides(expected)) > min_side_px:
+        assert crop == Crop(expected, centre_square(expected), min(sides(expected)), "")
+    else:
+        assert crop.rect is None and crop.short_side == min(sides(expected))
+        assert crop.reason.endswith("(paper rule: strictly greater)")
+
+
+@pytest.mark.parametrize("bad", ["Paper", "largest", ""])
+def test_unknown_rule_lists_the_valid_ones(bad):
+    with pytest.raises(DataError, match="'optimal', 'paper'"):
+        periphery_crop(np.array([[0, 0, 1, 1]]), 4, 4, min_side_px=1, rule=bad)
+
+
+# ---------------------------------------------------------------------------------------------
+# corner_crop
+
+
+def test_corner_crop_lower_left_rectangle():
+    crop = corner_crop(np.array([[40.0, 10.0, 90.0, 50.0]]), 100, 80, fraction=0.3)
+    # 0.3 * 100 = 30 wide, 0.3 * 80 = 24 high, flush with the bottom-left corner: y from 80 - 24 = 56.
+    expected = Crop(rect=(0, 56, 30, 80), square=(3, 56, 27, 80), short_side=24, reason="")
+    assert crop == expected and crop.overlaps_box is False
+    assert corner_crop(np.array([[40, 10, 90, 50]]), 100, 80).rect == (0, 56, 30, 80)  # 0.3 is the default
+    assert corner_crop(np.array([[0, 0, 1, 1]]), 10, 6, fraction=1).rect == (0, 0, 10, 6)
+    # round(0.01 * 10) = 0 is raised to one pixel.
+    assert corner_crop(np.array([[0, 0, 1, 1]]), 10, 10, fraction=0.01).rect == (0, 9, 1, 10)
+
+
+@pytest.mark.parametrize(
+    "box, overlaps",
+    [
+        ((20.0, 50.0, 40.0, 60.0), True),  # reaches into x < 30 and y >= 56
+        ((30.0, 56.0, 40.0, 80.0), False),  # touches the right edge x = 30 only (half-open)
+        ((29.5, 70.0, 40.0, 75.0), True),  # covers part of column 29: rounded outwards
+        ((0.0, 0.0, 100.0, 56.0), False),  # everything above the corner
+        ((0.0, 0.0, 100.0, 80.0), True),  # the whole image
+    ],
+)
+def test_corner_crop_overlap_flag(box, overlaps):
+    crop = corner_crop(np.array([box]), 100, 80)
+    assert crop.rect == (0, 56, 30, 80) and crop.reason == ""
+    assert crop.overlaps_box is overlaps
+
+
+@pytest.mark.parametrize("bad", [0, 0.0, -0.1, 1.01, float("nan"), True, "0.3", None])
+def test_corner_crop_fraction_must_be_in_unit_interval(bad):
+    with pytest.raises(DataError, match="fraction"):
+        corner_crop(np.array([[0, 0, 1, 1]]), 10, 10, fraction=bad)
+
+
+def test_corner_crop_skips_unboxed_images():
+    crop = corner_crop(np.zeros((0, 4)), 100, 80)
+    # The corner (30x24) is still defined, so short_side reports it; rect stays None as for any skip.
+    assert crop == Crop(rect=None, square=None, short_side=24, reason="no foreground box")
+    assert crop.overlaps_box is False
+    outside = corner_crop(np.array([[120.0, 0.0, 130.0, 10.0]]), 100, 80)
+    assert outside.rect is None and outside.reason.startswith("no foreground box")
+
+
+@settings(max_examples=150, deadline=None)
+@given(scene(max_boxes=4), st.floats(0.01, 1.0))
+def test_corner_crop_overlap_matches_the_pixel_mask(case, fraction):
+    width, height, raw = case
+    crop = corner_crop(raw, width, height, fraction)
+    mask = coverage_mask(raw, width, height)
+    if not mask.any():
+        assert crop.rect is None and crop.reason.startswith("no foreground box")
+        return
+    x0, y0, x1, y1 = crop.rect
+    assert x0 == 0 and y1 == height and 1 <= x1 <= width and 0 <= y0 < height
+    assert crop.square == centre_square(crop.rect) and crop.reason == ""
+    assert crop.overlaps_box == bool(mask[y0:y1, x0:x1].any())
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def test_module_doctests():
+    result = doctest.testmod(crops_module)
+    assert result.attempted > 0 and result.failed == 0

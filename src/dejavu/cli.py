@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -39,8 +40,19 @@ def _parser() -> argparse.ArgumentParser:
                             "existing run folder uses the config saved there")
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                        help="dotted config overrides, e.g. train.epochs=5 attack.k=50")
+        data = p.add_argument_group("dataset shorthands (the same as the data.* / split.* keys)")
+        data.add_argument("--dataset", choices=["scenes", "imagenet", "voc", "coco", "manifest"],
+                          help="data.dataset (default scenes, the built-in data)")
+        data.add_argument("--root", help="data.root: the image folder (manifest: the CSV/JSONL file)")
+        data.add_argument("--boxes", help="data.annotations: imagenet's Annotation/ folder, voc's Annotations/, "
+                                          "coco's instances JSON, or the manifest")
+        data.add_argument("--per-class", type=int, metavar="N",
+                          help="split.a_per_class = split.b_per_class = N (paper presets: 100 to 500)")
 
     common(sub.add_parser("run", help="the whole test: data, split, crops, train A and B, attack, metrics, report"))
+    examples = sub.add_parser("examples", help="write tiny example datasets in every supported layout "
+                                               "(imagenet, voc, coco, manifest) to try the commands of README")
+    examples.add_argument("out", type=Path, help="folder to write them into (one subfolder per layout)")
     for name in STAGE_COMMANDS:
         p = sub.add_parser(name, help=f"re-run the {name} stage (after any unfinished stage it needs)")
         common(p)
@@ -64,9 +76,39 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _shorthand_overrides(args: argparse.Namespace) -> list[str]:
+    """``--dataset imagenet --root R --boxes B --per-class N`` as dotted overrides (paths made absolute)."""
+    extra = []
+    if args.dataset:
+        extra.append(f"data.dataset={args.dataset}")
+    if args.root:
+        extra.append(f"data.root={json.dumps(str(Path(args.root).expanduser().resolve()))}")
+    if args.boxes:
+        extra.append(f"data.annotations={json.dumps(str(Path(args.boxes).expanduser().resolve()))}")
+    if args.per_class is not None:
+        extra += [f"split.a_per_class={args.per_class}", f"split.b_per_class={args.per_class}"]
+    return extra
+
+
+def _examples(out: Path) -> int:
+    from dejavu.data.examples import write_examples
+
+    written = write_examples(out)
+    for layout, keys in written.items():
+        flags = f"--dataset {keys['dataset']} --root {keys['root']}"
+        if keys.get("annotations"):
+            flags += f" --boxes {keys['annotations']}"
+        print(f"{layout:9s} dejavu run --config configs/examples/tiny.yaml {flags} --out runs/example-{layout}")
+    return 0
+
+
 def _dispatch(command: str, args: argparse.Namespace) -> int:
     from dejavu.pipeline import run_all, run_stage, set_threads, upstream_of
     from dejavu.runs import Run
+
+    if command == "examples":
+        return _examples(args.out)
+    args.overrides = [*args.overrides, *_shorthand_overrides(args)]
 
     name = args.config.stem if args.config else "demo"
     out = args.out or Path("runs") / name

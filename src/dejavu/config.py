@@ -22,18 +22,36 @@ from dejavu.errors import ConfigError
 
 @dataclass
 class DataConfig:
-    """The labelled image set. Only the built-in procedural `scenes` exists so far."""
+    """The labelled image set: the built-in procedural `scenes`, or files (imagenet, voc, coco, manifest)."""
 
     dataset: str = "scenes"
+    # Files: `root` is the image folder (imagenet: the train folder of <wnid>/ subfolders; voc: the folder
+    # holding JPEGImages/ and Annotations/; coco: the folder of the images; manifest: the CSV/JSONL file,
+    # or the base folder of its paths). `annotations`: imagenet's Annotation/ folder (default
+    # <root>/../Annotation), voc's Annotations/ (default <root>/Annotations), coco's instances JSON, or the
+    # manifest when `root` is its base folder.
+    root: str = ""
+    annotations: str = ""
+    # Keep only these classes (wnids / category names); empty: all.
+    classes: list[str] = field(default_factory=list)
+    # VOC/COCO images hold several objects: the image's label is the largest object's class or the first's.
+    label_policy: str = "largest"
+    # Decode every file once into a uint8 cache of image_size x image_size (memory-mapped by later stages).
+    cache: bool = True
+    # DataLoader processes that decode files (-1: one per core, at most 8; 0: the main process).
+    workers: int = -1
+    # Built-in scenes only: classes, images per class, scene correlation, detail, object scale.
     n_classes: int = 10
     images_per_class: int = 700
-    image_size: int = 64
     # Probability that an image's scene type is its class's own scene (water -> swan);
     # otherwise the scene is drawn uniformly, so backgrounds are informative but not decisive.
     scene_correlation: float = 0.5
     # Per-image gratings and motif in the background: what makes a single image memorizable.
     background_detail: bool = True
     object_scale: list[float] = field(default_factory=lambda: [0.35, 0.6])
+    # Scenes: the generated side. Files: the side of the cache (each image squashed to it; crops are
+    # cut from the original file at full resolution instead).
+    image_size: int = 64
     # Side of the square the models see (full images are resized to it, crops too).
     input_size: int = 32
 
@@ -42,10 +60,25 @@ class DataConfig:
 class SplitConfig:
     """Per-class sizes of the disjoint sets A (target), B (reference), X (public), T (held-out)."""
 
+    # "balanced": exactly these counts per class from all images. "paper": Meehan et al.'s partition:
+    # boxed images split evenly between A and B up to a_per_class each, unboxed images fill both up to
+    # a_per_class as a shared set (trained on by both, never attacked), X and T from the rest.
+    # "auto": paper for file datasets, balanced for the built-in scenes.
+    scheme: str = "auto"
     a_per_class: int = 10
     b_per_class: int = 10
+    # Balanced: exact count. Paper: a cap (X takes what is left, at most this many per class).
     x_per_class: int = 500
     t_per_class: int = 100
+    # Paper scheme: X and T come from what the partition with this many per class leaves (the paper
+    # uses 500 for every set size, so one X serves all of them); 0: a_per_class.
+    public_from_per_class: int = 0
+    # Near-duplicates: 64-bit perceptual hashes within this Hamming distance (-1: check disabled).
+    near_duplicate_distance: int = 4
+    # Drop all but one image of every exact/near-duplicate cluster before splitting.
+    drop_duplicates: bool = False
+    # Proceed even when a duplicate crosses two sets (the report then says so).
+    allow_leakage: bool = False
 
 
 @dataclass
@@ -54,6 +87,14 @@ class CropConfig:
 
     # Crops whose shortest side is below this many pixels are skipped (reason recorded).
     min_side_px: int = 12
+    # "periphery": the largest box-free rectangle; "corner": the paper's fixed lower-left corner
+    # variant (corner_fraction of width and height; it may contain part of an object, counted).
+    mode: str = "periphery"
+    # "optimal": the true largest box-free rectangle (kept when side >= min_side_px). "paper": the
+    # paper's candidates (never spanning a box's x-edge; kept when side > min_side_px; images with a
+    # box past the right edge skipped), for exact reproduction.
+    rule: str = "optimal"
+    corner_fraction: float = 0.3
 
 
 @dataclass
@@ -145,7 +186,11 @@ class Config:
 
 
 CHOICES = {
-    "data.dataset": ("scenes",),
+    "data.dataset": ("scenes", "imagenet", "voc", "coco", "manifest"),
+    "data.label_policy": ("largest", "first"),
+    "split.scheme": ("auto", "balanced", "paper"),
+    "crop.mode": ("periphery", "corner"),
+    "crop.rule": ("optimal", "paper"),
     "train.method": ("vicreg",),
     "train.backbone": ("convnet", "resnet18"),
     "train.optimizer": ("adamw", "sgd"),
@@ -302,34 +347,29 @@ def validate(config: Config) -> None:
     for key, value in positive.items():
         if value < 1:
             raise ConfigError(f"config key '{key}': expected a positive integer, found {value}")
-    if d.n_classes < 2:
-        raise ConfigError(f"config key 'data.n_classes': expected at least 2 classes, found {d.n_classes}")
+    scenes = d.dataset == "scenes"
     if d.image_size < 16:
         raise ConfigError(f"config key 'data.image_size': expected at least 16 pixels, found {d.image_size}")
-    if not 0.0 <= d.scene_correlation <= 1.0:
-        raise ConfigError(f"config key 'data.scene_correlation': expected a probability in [0, 1], found {d.scene_correlation}")
-    if len(d.object_scale) != 2 or not 0.0 < d.object_scale[0] <= d.object_scale[1] < 1.0:
-        raise ConfigError(f"config key 'data.object_scale': expected [low, high] with 0 < low <= high < 1, found {d.object_scale}")
-    if c.min_side_px > d.image_size:
+    if scenes:
+        _validate_scenes(config)
+    elif not d.root:
         raise ConfigError(
-            f"config key 'crop.min_side_px' = {c.min_side_px} is larger than the image "
-            f"(data.image_size = {d.image_size}): no crop could ever be kept"
+            f"config key 'data.root' is empty; dataset '{d.dataset}' reads its images from there "
+            "(e.g. data.root=/datasets/imagenet/train)"
         )
-    needed = s.a_per_class + s.b_per_class + s.x_per_class + s.t_per_class
-    if needed > d.images_per_class:
+    if s.near_duplicate_distance < -1 or s.near_duplicate_distance > 15:
         raise ConfigError(
-            f"split sizes do not fit the dataset: A+B+X+T = {s.a_per_class}+{s.b_per_class}+"
-            f"{s.x_per_class}+{s.t_per_class} = {needed} images per class, but "
-            f"data.images_per_class = {d.images_per_class}"
+            f"config key 'split.near_duplicate_distance': expected -1 (off) to 15 bits, found {s.near_duplicate_distance}"
         )
-    if s.t_per_class * d.n_classes < 2:
-        raise ConfigError("config key 'split.t_per_class': the negative control needs at least 2 held-out images")
-    n_public = s.x_per_class * d.n_classes
-    if a.k > n_public:
+    if s.public_from_per_class and s.public_from_per_class < s.a_per_class:
         raise ConfigError(
-            f"config key 'attack.k' = {a.k} is larger than the public set X "
-            f"({s.x_per_class} per class x {d.n_classes} classes = {n_public} images)"
+            f"config key 'split.public_from_per_class' = {s.public_from_per_class} is below split.a_per_class = "
+            f"{s.a_per_class}: X must come from the partition with the most images per class (or 0 for the same)"
         )
+    if d.workers < -1:
+        raise ConfigError(f"config key 'data.workers': expected -1 (one per core), 0 or a positive count, found {d.workers}")
+    if not 0.0 < c.corner_fraction <= 1.0:
+        raise ConfigError(f"config key 'crop.corner_fraction': expected a fraction in (0, 1], found {c.corner_fraction}")
     if not 0.0 < m.ci_level < 1.0:
         raise ConfigError(f"config key 'metrics.ci_level': expected a level in (0, 1), found {m.ci_level}")
     if not 0.0 < m.alpha < 1.0:
@@ -380,3 +420,34 @@ def validate(config: Config) -> None:
     from dejavu.models.heads import parse_projector_spec
 
     parse_projector_spec(t.projector)
+
+
+def _validate_scenes(config: Config) -> None:
+    """Checks that only the built-in dataset allows before any work (file datasets check at split time)."""
+    d, s, c, a = config.data, config.split, config.crop, config.attack
+    if d.n_classes < 2:
+        raise ConfigError(f"config key 'data.n_classes': expected at least 2 classes, found {d.n_classes}")
+    if not 0.0 <= d.scene_correlation <= 1.0:
+        raise ConfigError(f"config key 'data.scene_correlation': expected a probability in [0, 1], found {d.scene_correlation}")
+    if len(d.object_scale) != 2 or not 0.0 < d.object_scale[0] <= d.object_scale[1] < 1.0:
+        raise ConfigError(f"config key 'data.object_scale': expected [low, high] with 0 < low <= high < 1, found {d.object_scale}")
+    if c.min_side_px > d.image_size:
+        raise ConfigError(
+            f"config key 'crop.min_side_px' = {c.min_side_px} is larger than the image "
+            f"(data.image_size = {d.image_size}): no crop could ever be kept"
+        )
+    needed = s.a_per_class + s.b_per_class + s.x_per_class + s.t_per_class
+    if s.scheme != "paper" and needed > d.images_per_class:
+        raise ConfigError(
+            f"split sizes do not fit the dataset: A+B+X+T = {s.a_per_class}+{s.b_per_class}+"
+            f"{s.x_per_class}+{s.t_per_class} = {needed} images per class, but "
+            f"data.images_per_class = {d.images_per_class}"
+        )
+    if s.t_per_class * d.n_classes < 2:
+        raise ConfigError("config key 'split.t_per_class': the negative control needs at least 2 held-out images")
+    n_public = s.x_per_class * d.n_classes
+    if a.k > n_public:
+        raise ConfigError(
+            f"config key 'attack.k' = {a.k} is larger than the public set X "
+            f"({s.x_per_class} per class x {d.n_classes} classes = {n_public} images)"
+        )

@@ -18,13 +18,16 @@ from typing import Callable
 import numpy as np
 import torch
 
-from dejavu.attack.embed import embed_crops, embed_images
+from dejavu.attack.embed import embed_batches
 from dejavu.attack.neighbours import knn
 from dejavu.config import Config
-from dejavu.data.crops import periphery_crop
+from dejavu.data.augment import eval_images
+from dejavu.data.catalog import build_scenes, ingest, load_catalog, read_entries
+from dejavu.data.crops import corner_crop, periphery_crop
+from dejavu.data.leakage import duplicate_keep_mask, exact_duplicate_pairs, leakage_checks, near_duplicate_pairs
 from dejavu.data.records import ImageTable, index_of_ids
-from dejavu.data.scenes import ScenesDataset
-from dejavu.data.splits import SET_NAMES, split_checks, split_ids
+from dejavu.data.sources import crop_batches, image_source
+from dejavu.data.splits import SET_NAMES, paper_partition, resolve_scheme, split_checks, split_ids
 from dejavu.errors import DataError, RunFolderError
 from dejavu.metrics.tables import attack_tables, summarise
 from dejavu.models.encoder import build_encoder
@@ -56,7 +59,8 @@ def upstream_of(stages: list[str]) -> list[str]:
 def _own_config(run: Run, stage: str) -> str:
     c = run.config
     own = {
-        "data": (c.section_hash("data"), run.seeds["data"]),
+        # How many processes decode is not part of what the data stage computes.
+        "data": (_hash(sorted((k, str(v)) for k, v in c.to_dict()["data"].items() if k != "workers")), run.seeds["data"]),
         "split": (c.section_hash("split"), run.seeds["split"]),
         "crops": (c.section_hash("crop"),),
         "train_A": (c.section_hash("train"), c.data.input_size, run.seeds["train"], "A"),
@@ -78,68 +82,127 @@ def fingerprints(run: Run) -> dict[str, str]:
 
 
 # Data ----------------------------------------------------------------------------------------------
-def load_table(run: Run) -> ImageTable:
-    arrays = load_npz(run.data_dir / "dataset.npz")
-    return ImageTable(**arrays)
+def load_table(run: Run, with_images: bool = True) -> ImageTable:
+    return load_catalog(run.data_dir, with_images)
 
 
 def stage_data(run: Run) -> Path:
-    """Generate the built-in dataset into ``data/dataset.npz``."""
+    """The dataset as ``data/catalog.npz`` (+ the pixel cache ``data/images.npy``): generated or read from files."""
     d = run.config.data
-    dataset = ScenesDataset(
-        n_classes=d.n_classes, images_per_class=d.images_per_class, image_size=d.image_size,
-        seed=run.seeds["data"], scene_correlation=d.scene_correlation,
-        background_detail=d.background_detail, object_scale=tuple(d.object_scale),
-    )
-    path = run.data_dir / "dataset.npz"
-    save_npz(path, **dataset.table(progress=True).to_npz_arrays())
-    return path
+    if d.dataset == "scenes":
+        build_scenes(d, run.seeds["data"], run.data_dir)
+    else:
+        entries = read_entries(d)
+        print(f"[data] {len(entries)} images in {len({e.label for e in entries})} classes, "
+              f"{sum(len(e.boxes) > 0 for e in entries)} with boxes")
+        ingest(entries, d, run.data_dir)
+    return run.data_dir / "catalog.npz"
+
+
+def _duplicate_pairs(table: ImageTable, max_distance: int) -> np.ndarray:
+    pairs = [exact_duplicate_pairs(table.content_hashes)]
+    if max_distance >= 0:
+        pairs.append(near_duplicate_pairs(table.perceptual_hashes.astype(np.uint64), max_distance))
+    return np.concatenate(pairs).reshape(-1, 2)
 
 
 def stage_split(run: Run) -> Path:
-    """Disjoint per-class balanced A/B/X/T, with the checks that prove it, in ``data/split.json``."""
-    table = load_table(run)
-    s = run.config.split
-    sizes = {"A": s.a_per_class, "B": s.b_per_class, "X": s.x_per_class, "T": s.t_per_class}
-    sets = split_ids(table.ids, table.labels, sizes, run.seeds["split"])
+    """Disjoint sets A/B/X/T (+ shared), leakage checks, in ``data/split.json``."""
+    table = load_table(run, with_images=False)
+    s, d = run.config.split, run.config.data
+    scheme = resolve_scheme(s.scheme, d.dataset)
+    usable = np.ones(len(table), dtype=bool)
+    dropped: list[str] = []
+    if s.drop_duplicates:
+        usable = duplicate_keep_mask(table.ids, _duplicate_pairs(table, s.near_duplicate_distance))
+        dropped = table.ids[~usable].tolist()
+    ids, labels = table.ids[usable], table.labels[usable]
+    if scheme == "paper":
+        sets = paper_partition(ids, labels, table.boxed[usable], table.class_names, s.a_per_class,
+                               s.public_from_per_class, s.x_per_class, s.t_per_class, run.seeds["split"])
+        per_class = {"N": s.a_per_class, "public_from_N": s.public_from_per_class or s.a_per_class,
+                     "X_cap": s.x_per_class, "T": s.t_per_class}
+    else:
+        per_class = {"A": s.a_per_class, "B": s.b_per_class, "X": s.x_per_class, "T": s.t_per_class}
+        sets = split_ids(ids, labels, per_class, run.seeds["split"])
+        sets["shared"] = np.array([], dtype=ids.dtype)
     checks = split_checks(sets, table.ids, table.labels)
     if not checks["ok"]:
         raise DataError(f"split failed its checks: {checks}")
+    if run.config.attack.k > len(sets["X"]):
+        raise DataError(
+            f"config key 'attack.k' = {run.config.attack.k} is larger than the public set X ({len(sets['X'])} images "
+            "after the split); lower attack.k or raise split.x_per_class"
+        )
+    groups = np.full(len(table), "", dtype=object)
+    for name, members in sets.items():
+        groups[index_of_ids(table.ids, members, f"split set {name}")] = name
+    leakage = leakage_checks(table.ids, groups.astype(str), table.content_hashes,
+                             table.perceptual_hashes.astype(np.uint64), s.near_duplicate_distance)
+    leakage["dropped_before_split"] = len(dropped)
+    leakage["allowed"] = bool(s.allow_leakage)
+    # The built-in scenes share each class's shape and scene at the 8 x 8 DCT scale of the perceptual
+    # hash, so it flags hundreds of pairs of different images: there, near pairs are reported, not blocking.
+    leakage["near"]["blocking"] = d.dataset != "scenes"
+    leakage["ok"] = not leakage["exact"]["pairs"] and not (leakage["near"]["blocking"] and leakage["near"]["pairs"])
+    if not leakage["ok"] and not s.allow_leakage:
+        examples = leakage["exact"]["examples"][:3] + leakage["near"]["examples"][:3]
+        raise DataError(
+            f"leakage check failed: {leakage['exact']['pairs']} exact and {leakage['near']['pairs']} near-duplicate "
+            f"pair(s) cross two sets (by set pair: exact {leakage['exact']['by_groups']}, near "
+            f"{leakage['near']['by_groups']}; e.g. {examples}). Expected no image in two sets: re-run with "
+            "split.drop_duplicates=true to keep one image per duplicate cluster, or split.allow_leakage=true to "
+            "proceed anyway (the report will say so)"
+        )
     path = run.data_dir / "split.json"
     write_json(path, {
         "seed": run.seeds["split"],
-        "per_class": sizes,
-        "sizes": {name: len(ids) for name, ids in sets.items()},
+        "scheme": scheme,
+        "per_class": per_class,
+        "sizes": {name: len(members) for name, members in sets.items()},
         "checks": checks,
-        "sets": {name: ids.tolist() for name, ids in sets.items()},
+        "leakage": leakage,
+        "dropped_duplicates": dropped,
+        "sets": {name: members.tolist() for name, members in sets.items()},
     })
     return path
 
 
 def load_split(run: Run) -> dict[str, np.ndarray]:
+    """The split's id arrays: A, B, X, T and ``shared`` (empty for the balanced scheme)."""
     payload = read_json(run.data_dir / "split.json")
-    return {name: np.array(payload["sets"][name]) for name in SET_NAMES}
+    sets = {name: np.array(payload["sets"][name]) for name in SET_NAMES}
+    sets["shared"] = np.array(payload["sets"].get("shared", []), dtype=sets["A"].dtype)
+    return sets
 
 
 CROP_COLUMNS = ("id", "set", "label", "width", "height", "n_boxes", "kept", "reason", "short_side",
-                "rect_x0", "rect_y0", "rect_x1", "rect_y1", "square_x0", "square_y0", "square_x1", "square_y1")
+                "rect_x0", "rect_y0", "rect_x1", "rect_y1", "square_x0", "square_y0", "square_x1", "square_y1",
+                "overlaps_box")
 
 
 def stage_crops(run: Run) -> Path:
-    """Periphery crops of every image of A, B and T into ``data/crops.csv`` (skips with reasons)."""
-    table = load_table(run)
+    """Periphery (or corner) crops of every image of A, B and T into ``data/crops.csv`` (skips with reasons).
+
+    Coordinates are full-resolution pixels of each image."""
+    table = load_table(run, with_images=False)
     sets = load_split(run)
-    height, width = table.images.shape[1:3]
+    c = run.config.crop
     rows = []
     for name in CROP_SETS:
         positions = index_of_ids(table.ids, sets[name], f"split set {name}")
         for position in positions:
             boxes = table.boxes_of(position)
-            crop = periphery_crop(boxes, width, height, run.config.crop.min_side_px)
+            width, height = (int(v) for v in table.sizes[position])
+            if c.mode == "corner":
+                crop = corner_crop(boxes, width, height, c.corner_fraction)
+            else:
+                crop = periphery_crop(boxes, width, height, c.min_side_px, rule=c.rule)
             rect = crop.rect or (-1, -1, -1, -1)
             square = crop.square or (-1, -1, -1, -1)
             rows.append([str(table.ids[position]), name, int(table.labels[position]), width, height, len(boxes),
-                         int(crop.square is not None), crop.reason, crop.short_side, *rect, *square])
+                         int(crop.square is not None), crop.reason, crop.short_side, *rect, *square,
+                         int(crop.overlaps_box)])
     for name in ("A", "B"):
         if not any(row[1] == name and row[6] for row in rows):
             raise DataError(
@@ -177,13 +240,13 @@ def kept_crops(run: Run, set_name: str) -> tuple[np.ndarray, np.ndarray]:
 
 # Training ------------------------------------------------------------------------------------------
 def stage_train(run: Run, model: str) -> Path:
-    """Train the model of set ``model`` (A: target, B: reference) with the shared recipe."""
+    """Train the model of set ``model`` (A: target, B: reference) on its set plus the shared set."""
     table = load_table(run)
     sets = load_split(run)
-    rows = index_of_ids(table.ids, sets[model], f"split set {model}")
+    rows = index_of_ids(table.ids, np.concatenate([sets[model], sets["shared"]]), f"split set {model}")
     c = run.config
     return train_encoder(
-        table.images[rows], c.train, c.data.input_size, run.seeds["train"], run.model_dir(model),
+        image_source(table, rows, c.data.image_size, c.data.workers), c.train, c.data.input_size, run.seeds["train"], run.model_dir(model),
         data_fingerprint=fingerprints(run)[f"train_{model}"],
         description=f"train {model} ({'target' if model == 'A' else 'reference'})",
     )
@@ -200,22 +263,30 @@ def load_encoder(run: Run, model: str) -> torch.nn.Module:
 
 # Attack --------------------------------------------------------------------------------------------
 def stage_embed(run: Run) -> Path:
-    """Embed X's full images and the kept crops of A, B, T with both models (fp16 on disk)."""
+    """Embed X's full images and the kept crops of A, B, T with both models (fp16 on disk).
+
+    Each batch is read (or decoded) once and embedded by both models."""
     table = load_table(run)
     sets = load_split(run)
     c = run.config
+    encoders = {model: load_encoder(run, model) for model in MODELS}
+    batch = c.attack.batch_size
     public_rows = index_of_ids(table.ids, sets["X"], "split set X")
+    source = image_source(table, public_rows, c.data.image_size, c.data.workers)
+    chunks = [np.arange(start, min(start + batch, len(public_rows))) for start in range(0, len(public_rows), batch)]
+    public = embed_batches(encoders, (eval_images(images, c.data.input_size) for images in source.batches(chunks)),
+                           c.attack.layer)
     for model in MODELS:
-        encoder = load_encoder(run, model)
-        out = run.embeddings_dir / f"model_{model}"
-        public = embed_images(encoder, table.images[public_rows], c.data.input_size, c.attack.layer, c.attack.batch_size)
-        save_npz(out / "public_X.npz", ids=table.ids[public_rows], labels=table.labels[public_rows],
-                 embeddings=public.astype(np.float16))
-        for name in CROP_SETS:
-            ids, squares = kept_crops(run, name)
-            rows = index_of_ids(table.ids, ids, f"crops of {name}")
-            crops = embed_crops(encoder, table.images[rows], squares, c.data.input_size, c.attack.layer, c.attack.batch_size)
-            save_npz(out / f"crops_{name}.npz", ids=ids, embeddings=crops.astype(np.float16))
+        save_npz(run.embeddings_dir / f"model_{model}" / "public_X.npz", ids=table.ids[public_rows],
+                 labels=table.labels[public_rows], embeddings=public[model].astype(np.float16))
+    for name in CROP_SETS:
+        ids, squares = kept_crops(run, name)
+        rows = index_of_ids(table.ids, ids, f"crops of {name}")
+        crops = embed_batches(encoders, crop_batches(table, rows, squares, c.data.input_size, batch, c.data.workers),
+                              c.attack.layer)
+        for model in MODELS:
+            save_npz(run.embeddings_dir / f"model_{model}" / f"crops_{name}.npz", ids=ids,
+                     embeddings=crops[model].astype(np.float16))
     return run.embeddings_dir
 
 
@@ -236,7 +307,7 @@ def stage_neighbours(run: Run) -> Path:
 
 def stage_metrics(run: Run) -> Path:
     """Per-example tables and pooled statistics: ``samples.csv``, ``control_samples.csv``, ``metrics.json``."""
-    table = load_table(run)
+    table = load_table(run, with_images=False)
     c = run.config
     neighbours = {
         (model, name): load_npz(run.neighbours_dir / f"model_{model}" / f"crops_{name}.npz")

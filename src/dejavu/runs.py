@@ -143,7 +143,7 @@ class Run:
     def claim(self) -> None:
         """Create the folder or check it belongs to this config; write ``config.json``/``run.json``.
 
-        Only keys that change results count: ``threads`` may differ between resumptions.
+        Only keys that change results count: ``threads`` and ``data.workers`` may differ between resumptions.
         """
         config_path = self.root / "config.json"
         if self.root.exists() and not self.root.is_dir():
@@ -152,7 +152,7 @@ class Run:
             old = read_json(config_path)
             new = self.config.to_dict()
             diffs = _diff(old, new)
-            diffs = [d for d in diffs if d[0] != "threads"]
+            diffs = [d for d in diffs if d[0] not in ("threads", "data.workers")]
             if diffs:
                 key, was, now = diffs[0]
                 raise RunFolderError(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Iterable
+
 import numpy as np
 import torch
 
@@ -35,3 +37,21 @@ def embed_crops(
         )
         out.append(encoder.embed(batch, layer).float().numpy())
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+@torch.no_grad()
+def embed_batches(encoders: dict[str, Encoder], batches: Iterable[torch.Tensor], layer: str) -> dict[str, np.ndarray]:
+    """Embed each normalised float batch (B, 3, s, s) with every encoder: {name: float32 (N, D)}.
+
+    The batches are produced once (read or decoded) and shared by the encoders.
+
+    Example:
+        >>> out = embed_batches({"A": model_a, "B": model_b}, [eval_images(images, 32)], "projector")
+    """
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in encoders}
+    for encoder in encoders.values():
+        encoder.eval()
+    for batch in batches:
+        for name, encoder in encoders.items():
+            parts[name].append(encoder.embed(batch, layer).float().numpy())
+    return {name: np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32) for name, chunks in parts.items()}

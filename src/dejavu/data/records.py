@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -23,17 +23,36 @@ class Record:
 
 @dataclass
 class ImageTable:
-    """Many records as aligned arrays (what ``data/dataset.npz`` holds).
+    """Many records as aligned arrays (``data/catalog.npz`` plus the pixel cache ``data/images.npy``).
 
-    images: uint8 (N, H, W, 3); labels: int64 (N,); boxes: float32 (N, M, 4) padded with NaN rows;
-    ids: unicode (N,); class_names: unicode (C,).
+    images: uint8 (N, S, S, 3), every image squashed to S x S (None when a file dataset runs without
+    the cache); labels: int64 (N,); boxes: float32 (N, M, 4) in each image's full-resolution pixels,
+    padded with NaN rows; ids: unicode (N,); class_names: unicode (C,); sizes: int64 (N, 2) full
+    (width, height); paths: unicode (N,) image files ("" for generated images); content_hashes:
+    unicode (N,) SHA-256 of the file (of the pixels for generated images); perceptual_hashes: uint64 (N,).
     """
 
-    images: np.ndarray
+    images: np.ndarray | None
     labels: np.ndarray
     boxes: np.ndarray
     ids: np.ndarray
     class_names: np.ndarray
+    sizes: np.ndarray = field(default=None)  # type: ignore[assignment]
+    paths: np.ndarray = field(default=None)  # type: ignore[assignment]
+    content_hashes: np.ndarray = field(default=None)  # type: ignore[assignment]
+    perceptual_hashes: np.ndarray = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        n = len(self.ids)
+        if self.sizes is None:
+            height, width = self.images.shape[1:3]
+            self.sizes = np.tile(np.array([[width, height]], dtype=np.int64), (n, 1))
+        if self.paths is None:
+            self.paths = np.array([""] * n)
+        if self.content_hashes is None:
+            self.content_hashes = np.array([""] * n)
+        if self.perceptual_hashes is None:
+            self.perceptual_hashes = np.zeros(n, dtype=np.uint64)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -45,10 +64,17 @@ class ImageTable:
     def record(self, index: int) -> Record:
         return Record(self.images[index], int(self.labels[index]), self.boxes_of(index), str(self.ids[index]))
 
-    def to_npz_arrays(self) -> dict[str, np.ndarray]:
+    @property
+    def boxed(self) -> np.ndarray:
+        """bool (N,): the image has at least one foreground box (only those can be attacked)."""
+        return (~np.isnan(self.boxes).any(axis=2)).any(axis=1)
+
+    def catalog_arrays(self) -> dict[str, np.ndarray]:
+        """Everything but the pixels (what ``data/catalog.npz`` holds)."""
         return {
-            "images": self.images, "labels": self.labels, "boxes": self.boxes,
-            "ids": self.ids, "class_names": self.class_names,
+            "labels": self.labels, "boxes": self.boxes, "ids": self.ids, "class_names": self.class_names,
+            "sizes": self.sizes, "paths": self.paths, "content_hashes": self.content_hashes,
+            "perceptual_hashes": self.perceptual_hashes,
         }
 
     @classmethod

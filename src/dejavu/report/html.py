@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from dejavu import pipeline
+from dejavu.data.decode import display_image
 from dejavu.data.records import ImageTable, index_of_ids
 from dejavu.errors import RunFolderError
 from dejavu.metrics.tables import DIRECTIONS
@@ -46,8 +47,9 @@ th:first-child,td:first-child{text-align:left} thead th{background:#f4f4f4}
 .figure img{max-width:100%;border:1px solid #eee}
 img{image-rendering:pixelated}
 .nb-row img{width:96px;height:96px}
-.gallery-item{border:1px solid #ddd;border-radius:6px;padding:.6em;margin:.8em 0}
-.gallery-item .query{display:flex;gap:1em;align-items:flex-start;flex-wrap:wrap}
+.gallery-item,.crop-sample{border:1px solid #ddd;border-radius:6px;padding:.6em;margin:.8em 0}
+.crop-sample{display:inline-block;vertical-align:top;margin:.3em}
+.gallery-item .query,.crop-sample .query{display:flex;gap:1em;align-items:flex-start;flex-wrap:wrap}
 .nb-row{display:flex;gap:.4em;flex-wrap:wrap;align-items:flex-start;margin:.3em 0}
 .nb-row .row-label{width:7.5em;font-size:.85em;font-weight:600}
 figure{margin:0;text-align:center;font-size:.75em}
@@ -223,6 +225,59 @@ class NeighbourLookup:
 
 
 # Sections ------------------------------------------------------------------------------------------
+def _view(table: ImageTable, position: int, max_side: int) -> tuple[np.ndarray, float, float]:
+    """Pixels to show for one image (the file at most ``max_side`` px, or the stored pixels) and the
+    x, y scale from full-resolution coordinates to them."""
+    stored = table.images[position] if table.images is not None else None
+    return display_image(str(table.paths[position]), stored, max_side)
+
+
+def _scaled(values: Sequence[float] | np.ndarray, scale_x: float, scale_y: float) -> np.ndarray:
+    return np.asarray(values, dtype=np.float64).reshape(-1, 4) * np.array([scale_x, scale_y, scale_x, scale_y])
+
+
+def _crop_figures(table: ImageTable, position: int, square: Sequence[int], image_id: str) -> list[str]:
+    """The full image with boxes and crop marked, and the crop, as <figure> tags."""
+    pixels, scale_x, scale_y = _view(table, position, 192)
+    marked = annotated_image(pixels, _scaled(table.boxes_of(position), scale_x, scale_y),
+                             _scaled(square, scale_x, scale_y)[0].round().astype(int))
+    # The crop from a larger decode, so that a small square of a big photo is still legible.
+    large, large_x, large_y = _view(table, position, 512)
+    cut = _scaled(square, large_x, large_y)[0]
+    cut = [int(np.ceil(cut[0])), int(np.ceil(cut[1])), max(int(cut[2]), int(np.ceil(cut[0])) + 1),
+           max(int(cut[3]), int(np.ceil(cut[1])) + 1)]
+    return [
+        f"<figure>{img_tag(marked, 'full image ' + image_id)}<figcaption>full image</figcaption></figure>",
+        f"<figure>{img_tag(crop_image(large, cut), 'crop of ' + image_id)}"
+        f"<figcaption>crop {esc(int(square[2]) - int(square[0]))} px</figcaption></figure>",
+    ]
+
+
+def crops_section(run: Run, table: ImageTable) -> str:
+    """A seeded sample of kept crops of A and B, to check by eye that no object leaks into them."""
+    crops = pipeline.load_crops(run)
+    kept = np.flatnonzero(np.isin(crops["set"], ["A", "B"]) & (crops["kept"] == 1))
+    wanted = min(len(kept), run.config.report.gallery)
+    parts = ["<h2>Sample crops</h2>",
+             f"<p>{wanted} of the {len(kept)} kept crops of A and B, drawn at random (seed 0): check that no "
+             "foreground object (red boxes) shows in the crop (blue) the models were given.</p>"]
+    if "overlaps_box" in crops and run.config.crop.mode == "corner":
+        overlapping = int(crops["overlaps_box"][kept].sum())
+        parts.append(f'<p class="{"bad" if overlapping else "ok"}">Corner crops: {overlapping} of {len(kept)} '
+                     "overlap a foreground box, i.e. show part of the object.</p>")
+    chosen = np.sort(np.random.default_rng(0).choice(kept, size=wanted, replace=False)) if wanted else []
+    positions = index_of_ids(table.ids, crops["id"][chosen], "dataset") if wanted else []
+    items = []
+    for row, position in zip(chosen, positions):
+        square = [int(crops[f"square_{k}"][row]) for k in ("x0", "y0", "x1", "y1")]
+        figures = _crop_figures(table, int(position), square, str(crops["id"][row]))
+        items.append(f'<div class="crop-sample" data-id="{esc(crops["id"][row])}"><div>'
+                     f'{esc(crops["id"][row])} · set {esc(crops["set"][row])} · '
+                     f'{esc(_class_name(table, crops["label"][row]))}</div><div class="query">{"".join(figures)}</div></div>')
+    parts.append('<div class="crop-grid">' + "\n".join(items) + "</div>")
+    return "\n".join(parts)
+
+
 def _class_name(table: ImageTable, label: Any) -> str:
     index = int(label)
     return str(table.class_names[index]) if 0 <= index < len(table.class_names) else f"class {index}"
@@ -259,8 +314,8 @@ def gallery_section(run: Run, table: ImageTable, samples: list[dict[str, str]]) 
     def thumbnail(image_id: str) -> bytes:
         # Public images recur across queries; encode each once.
         if image_id not in thumbnails:
-            # Native resolution; the browser enlarges it (pixelated CSS), which keeps the report small.
-            thumbnails[image_id] = png_of(Image.fromarray(table.images[position_of[image_id]]))
+            # Small; the browser enlarges it (pixelated CSS), which keeps the report small.
+            thumbnails[image_id] = png_of(Image.fromarray(_view(table, position_of[image_id], 96)[0]))
         return thumbnails[image_id]
 
     k_note = ""
@@ -268,7 +323,6 @@ def gallery_section(run: Run, table: ImageTable, samples: list[dict[str, str]]) 
     for row, position in zip(chosen, positions.tolist()):
         label = int(row["label"])
         square = [int(row[f"crop_{k}"]) for k in ("x0", "y0", "x1", "y1")]
-        pixels = table.images[position]
         query_set = ATTACKED_SET.get(row["direction"], row["direction"])
         lists = {}
         for role in ("target", "reference"):
@@ -289,10 +343,7 @@ def gallery_section(run: Run, table: ImageTable, samples: list[dict[str, str]]) 
             f'data-reference-neighbour-ids="{esc(json.dumps(lists["reference"][0].tolist()))}">',
             f"<div>{esc(caption)}</div>",
             '<div class="query">',
-            f"<figure>{img_tag(annotated_image(pixels, table.boxes_of(position), square), 'full image ' + row['id'])}"
-            f"<figcaption>full image</figcaption></figure>",
-            f"<figure>{img_tag(crop_image(pixels, square), 'crop of ' + row['id'])}"
-            f"<figcaption>crop {esc(square[2] - square[0])} px</figcaption></figure>",
+            *_crop_figures(table, position, square, row["id"]),
             "</div>",
         ]
         for role in ("target", "reference"):
@@ -347,13 +398,19 @@ def split_section(run: Run, metrics: Mapping[str, Any]) -> str:
     split = read_json(run.data_dir / "split.json")
     sizes = metrics.get("split_sizes") or split.get("sizes", {})
     roles = {"A": "target's training set, attacked", "B": "reference's training set, attacked",
-             "X": "public set (neighbours)", "T": "held out (control)"}
+             "shared": "in both training sets, never attacked", "X": "public set (neighbours)",
+             "T": "held out (control)"}
     per_class = split.get("per_class", {})
     skipped = metrics.get("crops_skipped", {})
-    rows = [[name, roles.get(name, ""), sizes.get(name, ""), per_class.get(name, ""),
-             skipped.get(name, "-")] for name in sizes]
+    counts = split.get("checks", {}).get("per_class_counts", {})
+    rows = [[name, roles.get(name, ""), sizes.get(name, ""),
+             _count_range(counts.get(name)), skipped.get(name, "-")] for name in sizes]
+    scheme = split.get("scheme", "balanced")
+    how = ("the paper's partition (boxed images halved between A and B, unboxed images shared, X and T from "
+           "the rest)" if scheme == "paper" else "balanced per class")
     parts = ["<h2>Data split</h2>",
-             table_html(["set", "role", "images", "per class", "crops skipped"], rows, "split")]
+             f"<p>Scheme: {esc(how)}; requested per class: {esc(json.dumps(per_class))}.</p>",
+             table_html(["set", "role", "images", "per class (min–max)", "crops skipped"], rows, "split")]
     checks = split.get("checks", {})
     overlaps = checks.get("pairwise_disjoint", {})
     check_rows = [[f"overlap {pair}", count, "ok" if count == 0 else "FAIL"] for pair, count in overlaps.items()]
@@ -362,10 +419,43 @@ def split_section(run: Run, metrics: Mapping[str, Any]) -> str:
     parts.append(f'<p>Split checks: <span class="{"ok" if checks.get("ok") else "bad"}">'
                  f'{"all passed" if checks.get("ok") else "FAILED"}</span>.</p>')
     parts.append(table_html(["check", "value", "result"], check_rows, "checks"))
+    parts.append(leakage_html(split.get("leakage")))
     reasons = _skip_reasons(run)
     if reasons:
         parts.append("<p>Why crops were skipped:</p>")
         parts.append(table_html(["set", "reason", "images"], reasons, "skips"))
+    return "\n".join(parts)
+
+
+def _count_range(counts: Sequence[int] | None) -> str:
+    if not counts:
+        return ""
+    present = [c for c in counts if c] or [0]
+    return f"{min(present)}" if min(present) == max(present) else f"{min(present)}–{max(present)}"
+
+
+def leakage_html(leakage: Mapping[str, Any] | None) -> str:
+    """The leakage checks of the split: exact duplicates (content hash) and near-duplicates (perceptual hash)."""
+    if not leakage:
+        return "<p class=\"muted\">No leakage checks recorded for this split.</p>"
+    exact, near = leakage.get("exact", {}), leakage.get("near", {})
+    rows = [["exact duplicates across sets (SHA-256 of the file)", exact.get("pairs", 0),
+             "ok" if not exact.get("pairs") else "FAIL"]]
+    if near.get("enabled", True):
+        rows.append([f"near-duplicates across sets (perceptual hash, ≤ {near.get('max_distance')} bits)",
+                     near.get("pairs", 0), "ok" if not near.get("pairs") else "FAIL"])
+    else:
+        rows.append(["near-duplicates across sets", "check disabled", "-"])
+    rows.append(["duplicates dropped before splitting", leakage.get("dropped_before_split", 0), "-"])
+    parts = ["<p>Leakage checks: "
+             + ('<span class="ok">no image appears in two sets.</span>' if leakage.get("ok") else
+                '<span class="bad">duplicates cross sets; the run proceeded only because split.allow_leakage '
+                "= true, so the gap may be biased.</span>") + "</p>",
+             table_html(["leakage check", "pairs", "result"], rows, "leakage")]
+    examples = [*exact.get("examples", []), *near.get("examples", [])][:10]
+    if examples:
+        parts.append("<p>Examples (id, set, id, set[, distance]):</p><pre>"
+                     + esc("\n".join(" ".join(str(v) for v in e) for e in examples)) + "</pre>")
     return "\n".join(parts)
 
 
@@ -463,6 +553,7 @@ def render(run: Run, metrics: Mapping[str, Any], figures: Mapping[str, bytes], t
         figure_html,
         per_class_section(metrics),
         split_section(run, metrics),
+        crops_section(run, table),
         gallery_section(run, table, samples),
         footer(run),
         "</body></html>",

@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from dejavu.config import TrainConfig
 from dejavu.data.augment import ssl_view, to_float
+from dejavu.data.sources import ArraySource, FileSource
 from dejavu.losses.vicreg import vicreg_loss
 from dejavu.models.encoder import Encoder, build_encoder
 from dejavu.runs import write_json
@@ -37,7 +38,7 @@ def ssl_loss(encoder: Encoder, view_a: torch.Tensor, view_b: torch.Tensor, confi
 
 
 def train_encoder(
-    images: np.ndarray,
+    images: np.ndarray | ArraySource | FileSource,
     config: TrainConfig,
     input_size: int,
     seed: int,
@@ -45,7 +46,7 @@ def train_encoder(
     data_fingerprint: str,
     description: str = "train",
 ) -> Path:
-    """Train an encoder on uint8 images (N, H, W, 3); write ``out_dir/model.safetensors``.
+    """Train an encoder on uint8 images (N, H, W, 3), or a source of them; write ``out_dir/model.safetensors``.
 
     Resumable: a rolling ``resume.pt`` (weights, optimiser, RNG, epoch) is written at most every
     ``config.resume_every_s`` seconds, so a kill loses at most that much work plus the current epoch.
@@ -66,8 +67,8 @@ def train_encoder(
     encoder = build_encoder(config).to(memory_format=torch.channels_last)
     optimizer = build_optimizer(encoder.parameters(), config.optimizer, config.lr, config.weight_decay)
     generator = torch.Generator().manual_seed(seed)
-    data = to_float(torch.from_numpy(images))
-    n = len(data)
+    source = ArraySource(images) if isinstance(images, np.ndarray) else images
+    n = len(source)
     batch = min(config.batch_size, n)
     steps_per_epoch = n // batch  # drop the ragged last batch: batch statistics need full batches
     rates = lr_schedule(config.lr, config.epochs, steps_per_epoch, config.warmup_epochs, config.schedule)
@@ -91,13 +92,13 @@ def train_encoder(
     )
     seen, clock = 0, time.perf_counter()
     for epoch in bar:
-        order = torch.randperm(n, generator=generator)
+        order = torch.randperm(n, generator=generator).numpy()
+        chunks = [order[step * batch : (step + 1) * batch] for step in range(steps_per_epoch)]
         losses = []
-        for step in range(steps_per_epoch):
+        for step, uint8_batch in enumerate(source.batches(chunks)):
             for group in optimizer.param_groups:
                 group["lr"] = float(rates[epoch * steps_per_epoch + step])
-            rows = order[step * batch : (step + 1) * batch]
-            images_batch = data[rows]
+            images_batch = to_float(uint8_batch)
             view_a = ssl_view(images_batch, input_size, config.augment, generator)
             view_b = ssl_view(images_batch, input_size, config.augment, generator)
             view_a = view_a.contiguous(memory_format=torch.channels_last)
@@ -107,7 +108,7 @@ def train_encoder(
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
-            seen += len(rows)
+            seen += len(images_batch)
         history.append(float(np.mean(losses)))
         done = epoch + 1
         rate = seen / max(time.perf_counter() - clock, 1e-9)

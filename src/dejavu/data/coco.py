@@ -1,0 +1,160 @@
+"""COCO instances JSON (``instances_train2017.json`` style) as a labelled dataset.
+
+COCO boxes are ``[x, y, width, height]`` in continuous 0-based pixel coordinates; entries carry
+``(x, y, x + width, y + height)``. An image holds many objects, so its one label is chosen by a
+policy among its ordinary annotations. Crowd annotations (``iscrowd: 1``, a region of many small
+objects) never give the label but are still foreground: the periphery crop must avoid them too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from numbers import Real
+from pathlib import Path
+
+import numpy as np
+
+from dejavu.data.entries import Entry, check_entries, check_label_policy, pick_object
+from dejavu.errors import DataError
+
+_TOP_LEVEL_KEYS = ("images", "annotations", "categories")
+
+
+def _load(path: Path) -> dict:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except FileNotFoundError:
+        raise DataError(f"{path}: the COCO annotation file does not exist; expected an instances JSON") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the COCO annotation file ({exc.strerror or exc})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not valid JSON ({exc}); expected a COCO instances JSON") from None
+    if not isinstance(data, dict):
+        raise DataError(
+            f"{path}: top level is a {type(data).__name__}; expected an object with {', '.join(_TOP_LEVEL_KEYS)}"
+        )
+    for key in _TOP_LEVEL_KEYS:
+        if not isinstance(data.get(key), list):
+            found = "missing" if key not in data else f"a {type(data[key]).__name__}"
+            raise DataError(
+                f"{path}: top-level key {key!r} is {found}; expected a list (found keys: {', '.join(data)})"
+            )
+    return data
+
+
+def _field(path: Path, item: object, key: str, kind: str, index: int) -> object:
+    """``item[key]`` of the ``index``-th element of top-level list ``kind``, or a DataError."""
+    if not isinstance(item, dict) or key not in item:
+        raise DataError(f"{path}: {kind}[{index}] has no {key!r}; expected an object with {key!r}")
+    return item[key]
+
+
+def _identifier(path: Path, item: object, key: str, kind: str, index: int) -> int | str:
+    """An id field (``id``, ``image_id``, ``category_id``): an integer or a string, as COCO writes them."""
+    value = _field(path, item, key, kind, index)
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise DataError(f"{path}: {kind}[{index}] has {key} {value!r}; expected an integer or a string")
+    return value
+
+
+def _bbox(path: Path, annotation: dict, index: int) -> np.ndarray:
+    """xyxy float64 (4,) of one annotation's ``[x, y, w, h]`` (booleans are not numbers here)."""
+    bbox = _field(path, annotation, "bbox", "annotations", index)
+    if (not isinstance(bbox, list) or len(bbox) != 4
+            or not all(isinstance(value, Real) and not isinstance(value, bool) for value in bbox)):
+        raise DataError(
+            f"{path}: annotation id {annotation.get('id', f'#{index}')} has bbox {bbox!r}; "
+            "expected 4 numbers [x, y, width, height]"
+        )
+    x, y, width, height = (float(value) for value in bbox)
+    return np.array([x, y, x + width, y + height], dtype=np.float64)
+
+
+def read_coco(root: Path, annotations: Path, label_policy: str = "largest",
+              classes: list[str] | None = None) -> list[Entry]:
+    """List a COCO instances JSON as entries, sorted by id.
+
+    Image files: ``<root>/<file_name>``; id = file_name stem; boxes: every annotation of the image
+    (crowd ones included), xyxy in the JSON's order. label: the category of the non-crowd annotation
+    with the largest box area ("largest": box, not mask, area, as for VOC and since ``area`` is
+    optional in hand-written files) or of the first one ("first"); an image with only crowd
+    annotations takes its label from those. Images without annotations have no label: they are
+    skipped with one warning giving the count. ``classes`` keeps images whose label is in it.
+
+    Raises :class:`DataError` naming the JSON for: unreadable or invalid JSON, a missing top-level
+    key, an annotation whose image_id is not an image, an unknown category_id, a bbox that is not 4
+    numbers, a missing image file, an unknown class in ``classes``, an unknown ``label_policy``.
+
+    Example:
+        >>> json_path = Path("coco/annotations/instances_train2017.json")
+        >>> entries = read_coco(Path("coco/train2017"), json_path)  # doctest: +SKIP
+        >>> entries[0].id, entries[0].label
+        ('000000000009', 'bowl')
+    """
+    root = Path(os.path.abspath(root))
+    annotations = Path(os.path.abspath(annotations))
+    what = f"coco annotations '{annotations}'"
+    check_label_policy(label_policy, what)
+    data = _load(annotations)
+
+    category_names = {}
+    for index, category in enumerate(data["categories"]):
+        category_id = _identifier(annotations, category, "id", "categories", index)
+        category_names[category_id] = str(_field(annotations, category, "name", "categories", index))
+    if classes is not None:
+        unknown = sorted(set(classes) - set(category_names.values()))
+        if unknown:
+            raise DataError(
+                f"{annotations}: classes {', '.join(unknown)} are not category names; "
+                f"expected some of {', '.join(sorted(set(category_names.values())))}"
+            )
+    file_names = {}
+    for index, image in enumerate(data["images"]):
+        image_id = _identifier(annotations, image, "id", "images", index)
+        if image_id in file_names:
+            raise DataError(f"{annotations}: images[{index}] repeats image id {image_id!r}; expected unique ids")
+        file_names[image_id] = str(_field(annotations, image, "file_name", "images", index))
+
+    # Per image, in JSON order: (box, category name, crowd flag).
+    objects: dict[object, list[tuple[np.ndarray, str, bool]]] = {}
+    for index, annotation in enumerate(data["annotations"]):
+        image_id = _identifier(annotations, annotation, "image_id", "annotations", index)
+        category_id = _identifier(annotations, annotation, "category_id", "annotations", index)
+        name = f"annotation id {annotation.get('id', f'#{index}')}"
+        if image_id not in file_names:
+            raise DataError(f"{annotations}: {name} has image_id {image_id!r}, which is not among 'images'")
+        if category_id not in category_names:
+            raise DataError(
+                f"{annotations}: {name} has category_id {category_id!r}, which is not among 'categories'"
+            )
+        crowd = bool(annotation.get("iscrowd", 0))
+        box = _bbox(annotations, annotation, index)
+        objects.setdefault(image_id, []).append((box, category_names[category_id], crowd))
+
+    wanted = None if classes is None else set(classes)
+    entries = []
+    for image_id, file_name in file_names.items():
+        found = objects.get(image_id)
+        if not found:
+            continue
+        boxes = np.stack([box for box, _, _ in found])
+        # The label comes from ordinary objects; only an image of crowds alone takes it from a crowd.
+        ordinary = [position for position, (_, _, crowd) in enumerate(found) if not crowd]
+        candidates = ordinary or list(range(len(found)))
+        chosen = candidates[pick_object(boxes[candidates], label_policy)]
+        label = found[chosen][1]
+        if wanted is not None and label not in wanted:
+            continue
+        path = root / file_name
+        if not path.is_file():
+            raise DataError(
+                f"{annotations}: image id {image_id!r} has file_name {file_name!r}, but {path} is not a file"
+            )
+        entries.append(Entry(Path(file_name).stem, path, label, boxes, f"{annotations} (image id {image_id})"))
+    unlabelled = len(file_names) - len(objects)
+    if unlabelled:
+        warnings.warn(f"{what}: skipped {unlabelled} images without annotations (no label)", stacklevel=2)
+    return check_entries(entries, what)
