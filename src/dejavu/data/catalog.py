@@ -213,6 +213,7 @@ def load_catalog(data_dir: Path, with_images: bool = True) -> ImageTable:
         images = np.load(data_dir / IMAGES, mmap_mode="r")
         if len(images) != len(arrays["ids"]):
             raise RunFolderError(f"'{data_dir / IMAGES}' holds {len(images)} images but the catalog {len(arrays['ids'])}; re-run `dejavu data`")
-    elif with_images and not arrays["paths"].size or (with_images and not str(arrays["paths"][0])):
+    elif with_images and (not arrays["paths"].size or not str(arrays["paths"][0])):
+        # Generated images exist only in the cache; file datasets can fall back to their files.
         raise RunFolderError(f"'{data_dir / IMAGES}' is missing: re-run `dejavu data`")
     return ImageTable(images=images, **arrays)
