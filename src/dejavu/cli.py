@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from dejavu.config import config_from_dict, load_config
+from dejavu.config import CHOICES, config_from_dict, load_config
 from dejavu.errors import DejavuError
 from dejavu.runs import read_json
 
@@ -41,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                        help="dotted config overrides, e.g. train.epochs=5 attack.k=50")
         data = p.add_argument_group("dataset shorthands (the same as the data.* / split.* keys)")
-        data.add_argument("--dataset", choices=["scenes", "imagenet", "voc", "coco", "manifest"],
+        data.add_argument("--dataset", choices=CHOICES["data.dataset"],
                           help="data.dataset (default scenes, the built-in data)")
         data.add_argument("--root", help="data.root: the image folder (manifest: the CSV/JSONL file)")
         data.add_argument("--boxes", help="data.annotations: imagenet's Annotation/ folder, voc's Annotations/, "

@@ -62,7 +62,8 @@ class SplitConfig:
 
     # "balanced": exactly these counts per class from all images. "paper": Meehan et al.'s partition:
     # boxed images split evenly between A and B up to a_per_class each, unboxed images fill both up to
-    # a_per_class as a shared set (trained on by both, never attacked), X and T from the rest.
+    # a_per_class as a shared set (trained on by both, never attacked), X from the rest; T first
+    # reserves t_per_class boxed images per class (the control attacks their crops).
     # "auto": paper for file datasets, balanced for the built-in scenes.
     scheme: str = "auto"
     a_per_class: int = 10
@@ -70,7 +71,7 @@ class SplitConfig:
     # Balanced: exact count. Paper: a cap (X takes what is left, at most this many per class).
     x_per_class: int = 500
     t_per_class: int = 100
-    # Paper scheme: X and T come from what the partition with this many per class leaves (the paper
+    # Paper scheme: X comes from what the partition with this many per class leaves (the paper
     # uses 500 for every set size, so one X serves all of them); 0: a_per_class.
     public_from_per_class: int = 0
     # Near-duplicates: 64-bit perceptual hashes within this Hamming distance (-1: check disabled).

@@ -7,36 +7,7 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from dejavu.data.augment import eval_crops, eval_images
 from dejavu.models.encoder import Encoder
-
-
-@torch.no_grad()
-def embed_images(encoder: Encoder, images: np.ndarray, input_size: int, layer: str, batch_size: int = 512) -> np.ndarray:
-    """uint8 images (N, H, W, 3) -> float32 embeddings (N, D) at ``layer``."""
-    encoder.eval()
-    out = []
-    for start in range(0, len(images), batch_size):
-        batch = eval_images(torch.from_numpy(images[start : start + batch_size]), input_size)
-        out.append(encoder.embed(batch, layer).float().numpy())
-    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
-
-
-@torch.no_grad()
-def embed_crops(
-    encoder: Encoder, images: np.ndarray, squares: np.ndarray, input_size: int, layer: str, batch_size: int = 512
-) -> np.ndarray:
-    """Periphery crops (``squares``: int (N, 4) xyxy into ``images``) -> float32 embeddings (N, D)."""
-    encoder.eval()
-    out = []
-    for start in range(0, len(images), batch_size):
-        batch = eval_crops(
-            torch.from_numpy(images[start : start + batch_size]),
-            torch.from_numpy(squares[start : start + batch_size]).long(),
-            input_size,
-        )
-        out.append(encoder.embed(batch, layer).float().numpy())
-    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
 @torch.no_grad()

@@ -22,7 +22,7 @@ from dejavu.config import DataConfig
 from dejavu.data.decode import DecodedImages
 from dejavu.data.entries import Entry
 from dejavu.data.leakage import perceptual_hash
-from dejavu.data.records import ImageTable
+from dejavu.data.records import ImageTable, pad_boxes
 from dejavu.data.scenes import ScenesDataset
 from dejavu.data.sources import workers_of
 from dejavu.errors import DataError, RunFolderError
@@ -159,12 +159,9 @@ def ingest(entries: list[Entry], data: DataConfig, out_dir: Path, log: Callable[
             f"first: {report['clipped_examples'][0]}")
     class_names = sorted({e.label for e in entries})
     index_of = {name: i for i, name in enumerate(class_names)}
-    most = max([len(e.boxes) for e in entries] + [1])
-    boxes = np.full((n, most, 4), np.nan, dtype=np.float32)
-    for row, entry in enumerate(entries):
-        boxes[row, : len(entry.boxes)] = entry.boxes
     table = ImageTable(
-        images=None, labels=np.array([index_of[e.label] for e in entries], dtype=np.int64), boxes=boxes,
+        images=None, labels=np.array([index_of[e.label] for e in entries], dtype=np.int64),
+        boxes=pad_boxes([e.boxes for e in entries]),
         ids=np.array([e.id for e in entries]), class_names=np.array(class_names), sizes=sizes, paths=paths,
         content_hashes=shas.astype(str), perceptual_hashes=phashes,
     )

@@ -112,6 +112,14 @@ class DecodedImages(torch.utils.data.Dataset):
             return index, str(exc)
 
 
+def scaled_inwards(square: tuple[int, int, int, int], scale_x: float, scale_y: float) -> tuple[int, int, int, int]:
+    """A full-resolution half-open square in the pixels of a downscaled decode, rounded inwards (at least
+    1 x 1), so that a border pixel of the smaller image never averages in a pixel from outside the square."""
+    x0, y0, x1, y1 = square
+    left, top = math.ceil(x0 * scale_x), math.ceil(y0 * scale_y)
+    return left, top, max(math.floor(x1 * scale_x), left + 1), max(math.floor(y1 * scale_y), top + 1)
+
+
 class CropImages(torch.utils.data.Dataset):
     """Squares cut from the original files at full resolution, resized to ``size``, normalised.
 
@@ -139,10 +147,7 @@ class CropImages(torch.utils.data.Dataset):
             image, (width, height) = open_rgb(Path(self.paths[index]), draft=need)
         except (OSError, DataError) as exc:
             return index, str(exc)
-        scale_x, scale_y = image.size[0] / width, image.size[1] / height
-        # Round inwards: a decoded pixel at the border then never averages in a pixel of a box.
-        box = (math.ceil(x0 * scale_x), math.ceil(y0 * scale_y), max(math.floor(x1 * scale_x), math.ceil(x0 * scale_x) + 1),
-               max(math.floor(y1 * scale_y), math.ceil(y0 * scale_y) + 1))
+        box = scaled_inwards((x0, y0, x1, y1), image.size[0] / width, image.size[1] / height)
         pixels = np.asarray(image.crop(box), dtype=np.uint8)
         patch = torch.from_numpy(pixels.copy()).permute(2, 0, 1).float().div_(255.0).unsqueeze(0)
         patch = F.interpolate(patch, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)

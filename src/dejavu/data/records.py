@@ -79,17 +79,22 @@ class ImageTable:
 
     @classmethod
     def from_records(cls, records: list[Record], class_names: list[str]) -> "ImageTable":
-        most = max([len(r.boxes) for r in records] + [1])
-        boxes = np.full((len(records), most, 4), np.nan, dtype=np.float32)
-        for i, r in enumerate(records):
-            boxes[i, : len(r.boxes)] = r.boxes
         return cls(
             images=np.stack([r.image for r in records]).astype(np.uint8),
             labels=np.array([r.label for r in records], dtype=np.int64),
-            boxes=boxes,
+            boxes=pad_boxes([r.boxes for r in records]),
             ids=np.array([r.id for r in records]),
             class_names=np.array(class_names),
         )
+
+
+def pad_boxes(per_image: list[np.ndarray]) -> np.ndarray:
+    """Each image's (m, 4) boxes as one float32 (N, max m, 4) array padded with NaN rows (see ``boxes_of``)."""
+    most = max([len(boxes) for boxes in per_image] + [1])
+    padded = np.full((len(per_image), most, 4), np.nan, dtype=np.float32)
+    for row, boxes in enumerate(per_image):
+        padded[row, : len(boxes)] = boxes
+    return padded
 
 
 def index_of_ids(table_ids: np.ndarray, wanted: np.ndarray, what: str = "ids") -> np.ndarray:

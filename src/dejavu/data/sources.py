@@ -52,11 +52,17 @@ class FileSource:
         loader = torch.utils.data.DataLoader(
             DecodedImages(self.paths, self.size, hashes=False), batch_sampler=chunks, num_workers=self.workers, collate_fn=list,
         )
-        for batch in loader:
-            errors = [item for _, item in batch if isinstance(item, str)]
-            if errors:
-                raise DataError(errors[0])
-            yield torch.from_numpy(np.stack([item.pixels for _, item in batch]))
+        for items in decoded_batches(loader):
+            yield torch.from_numpy(np.stack([item.pixels for item in items]))
+
+
+def decoded_batches(loader: torch.utils.data.DataLoader) -> Iterator[list]:
+    """The items of each ``(index, item or error message)`` batch; the first error becomes a DataError."""
+    for batch in loader:
+        errors = [item for _, item in batch if isinstance(item, str)]
+        if errors:
+            raise DataError(errors[0])
+        yield [item for _, item in batch]
 
 
 def workers_of(configured: int) -> int:
@@ -92,8 +98,5 @@ def crop_batches(table: ImageTable, rows: np.ndarray, squares: np.ndarray, input
         CropImages(table.paths[rows], squares, input_size), batch_size=batch_size,
         num_workers=workers_of(workers), collate_fn=list,
     )
-    for batch in loader:
-        errors = [item for _, item in batch if isinstance(item, str)]
-        if errors:
-            raise DataError(errors[0])
-        yield torch.stack([item for _, item in batch])
+    for items in decoded_batches(loader):
+        yield torch.stack(items)

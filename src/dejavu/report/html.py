@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from dejavu import pipeline
-from dejavu.data.decode import display_image
+from dejavu.data.decode import display_image, scaled_inwards
 from dejavu.data.records import ImageTable, index_of_ids
 from dejavu.errors import RunFolderError
 from dejavu.metrics.tables import DIRECTIONS
@@ -243,9 +243,7 @@ def _crop_figures(table: ImageTable, position: int, square: Sequence[int], image
                              _scaled(square, scale_x, scale_y)[0].round().astype(int))
     # The crop from a larger decode, so that a small square of a big photo is still legible.
     large, large_x, large_y = _view(table, position, 512)
-    cut = _scaled(square, large_x, large_y)[0]
-    cut = [int(np.ceil(cut[0])), int(np.ceil(cut[1])), max(int(cut[2]), int(np.ceil(cut[0])) + 1),
-           max(int(cut[3]), int(np.ceil(cut[1])) + 1)]
+    cut = scaled_inwards(tuple(int(v) for v in square), large_x, large_y)
     return [
         f"<figure>{img_tag(marked, 'full image ' + image_id)}<figcaption>full image</figcaption></figure>",
         f"<figure>{img_tag(crop_image(large, cut), 'crop of ' + image_id)}"
