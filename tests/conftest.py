@@ -27,3 +27,26 @@ def pytest_sessionfinish(session, exitstatus):
     if skipped and exitstatus == 0:
         reporter.write_line(f"FAILED: {len(skipped)} test(s) were skipped; every test must run", red=True)
         session.exitstatus = 1
+
+
+def run_straight_and_killed(command: list[str], args: list[str], root):
+    """Run ``command --out root/straight args`` to the end, and the same into ``root/killed`` SIGKILLed as
+    soon as model A's resume state exists. Returns (straight, killed) run folders."""
+    import signal
+    import subprocess
+    import time
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    straight, killed = root / "straight", root / "killed"
+    subprocess.run([*command, "--out", str(straight), *args], check=True, capture_output=True, env=env)
+    process = subprocess.Popen([*command, "--out", str(killed), *args], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, env=env)
+    resume = killed / "models" / "A" / "resume.pt"
+    deadline = time.monotonic() + 120
+    while not resume.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.02)
+    assert resume.exists(), "training never wrote a resume state"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (killed / "models" / "A" / "model.safetensors").exists()
+    return straight, killed

@@ -13,9 +13,15 @@ def test_demo_yaml_equals_builtin_defaults():
 
 
 def test_paper_and_example_presets_load_once_given_a_root():
-    paper = load_config(ROOT / "configs" / "paper" / "imagenet_vicreg_300pc.yaml", ["data.root=/data/train"])
-    assert (paper.split.scheme, paper.split.a_per_class, paper.split.public_from_per_class) == ("paper", 300, 500)
-    assert (paper.crop.rule, paper.crop.min_side_px) == ("paper", 100)
+    presets = sorted((ROOT / "configs" / "paper").glob("*.yaml"))
+    assert [p.stem for p in presets] == sorted(["vicreg", "simclr", "barlow_twins", "byol", "dino", "supervised"])
+    for preset in presets:
+        paper = load_config(preset, ["data.root=/data/train"])
+        assert paper.train.method == preset.stem
+        assert (paper.split.scheme, paper.split.a_per_class, paper.split.public_from_per_class) == ("paper", 300, 500)
+        assert (paper.crop.rule, paper.crop.min_side_px) == ("paper", 100)
+        assert (paper.train.backbone, paper.train.optimizer, paper.train.epochs) == ("resnet101", "lars", 1000)
+        assert paper.train.checkpoint_every == 50
     tiny = load_config(ROOT / "configs" / "examples" / "tiny.yaml", ["data.root=/x"])
     assert tiny.data.dataset == "imagenet"
     with pytest.raises(ConfigError, match="data.root"):

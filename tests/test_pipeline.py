@@ -193,35 +193,18 @@ def test_crops_that_are_all_too_small_are_refused_before_training(tmp_path):
 @pytest.mark.slow
 def test_kill_minus_9_during_training_then_resume_gives_the_same_weights(tmp_path):
     """A real SIGKILL mid-training; the same command resumes and ends where an uninterrupted run ends."""
-    import os
-    import signal
     import subprocess
     import sys
-    import time
 
     import torch
     from safetensors.torch import load_file
 
-    from tests.conftest import TINY
+    from tests.conftest import TINY, run_straight_and_killed
 
     args = [*TINY, "train.epochs=60", "train.resume_every_s=0", "threads=1"]
     command = [sys.executable, "-m", "dejavu.cli", "run"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    straight, killed = tmp_path / "straight", tmp_path / "killed"
-    subprocess.run([*command, "--out", str(straight), *args], check=True, capture_output=True, env=env)
-
-    process = subprocess.Popen([*command, "--out", str(killed), *args], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, env=env)
-    resume = killed / "models" / "A" / "resume.pt"
-    deadline = time.monotonic() + 120
-    while not resume.exists() and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.05)
-    assert resume.exists(), "training never wrote a resume state"
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    assert not (killed / "models" / "A" / "model.safetensors").exists()
-
-    subprocess.run([*command, "--out", str(killed), *args], check=True, capture_output=True, env=env)
+    straight, killed = run_straight_and_killed(command, args, tmp_path)
+    subprocess.run([*command, "--out", str(killed), *args], check=True, capture_output=True)
     for model in ("A", "B"):
         a = load_file(str(straight / "models" / model / "model.safetensors"))
         b = load_file(str(killed / "models" / model / "model.safetensors"))

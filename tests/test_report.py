@@ -140,3 +140,15 @@ def test_control_statement_matches_metrics(report_run: tuple[Run, Path]) -> None
         assert "statistically indistinguishable from zero" in text and "NOT statistically" not in text
     else:
         assert "NOT statistically indistinguishable from zero" in text
+
+
+def test_training_section_states_the_recipe_and_each_models_loss(report_run: tuple[Run, Path]) -> None:
+    run, path = report_run
+    text = path.read_text(encoding="utf-8")
+    section = text[text.index("<h2>Training</h2>"):text.index("<h2>Data split</h2>")]
+    t = run.config.train
+    assert f"Both models: {t.method} · {t.backbone} · projector {t.projector} · {t.epochs} epochs" in section
+    for model in ("A", "B"):
+        loss = json.loads((run.model_dir(model) / "history.json").read_text())["loss"]
+        assert f"{loss[0]:.4g} → {loss[-1]:.4g}" in section
+    assert (run.figures_dir / "training_loss.png").read_bytes()[:8] == PNG_SIGNATURE

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
 from dejavu.config import CHOICES, config_from_dict, load_config
-from dejavu.errors import DejavuError
+from dejavu.errors import ConfigError, DejavuError, RunFolderError
 from dejavu.runs import read_json
 
 STAGE_COMMANDS = {
@@ -25,8 +26,9 @@ STAGE_COMMANDS = {
 
 
 def _parser() -> argparse.ArgumentParser:
+    # No abbreviated options: a SLURM job re-issues the command, and a prefix like --slurm-part must not slip through.
     parser = argparse.ArgumentParser(
-        prog="dejavu",
+        prog="dejavu", allow_abbrev=False,
         description="Audit SSL vision models for deja vu memorization (Meehan et al., NeurIPS 2023).",
     )
     sub = parser.add_subparsers(dest="command")
@@ -49,31 +51,64 @@ def _parser() -> argparse.ArgumentParser:
         data.add_argument("--per-class", type=int, metavar="N",
                           help="split.a_per_class = split.b_per_class = N (paper presets: 100 to 500)")
 
-    common(sub.add_parser("run", help="the whole test: data, split, crops, train A and B, attack, metrics, report"))
-    examples = sub.add_parser("examples", help="write tiny example datasets in every supported layout "
+    def resume(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--resume", action="store_true",
+                       help="continue the interrupted run in --out (refuses if there is none): finished stages are "
+                            "kept and training restarts from its last resume state, losing at most the current epoch")
+
+    def slurm(p: argparse.ArgumentParser) -> None:
+        g = p.add_argument_group("SLURM (optional: pip install -e '.[slurm]'); the same command runs as one job, "
+                                 "one task per GPU")
+        g.add_argument("--slurm-partition", metavar="NAME", help="submit to this partition instead of running here")
+        g.add_argument("--nodes", type=int, default=1, help="nodes of the job (default 1)")
+        g.add_argument("--gpus-per-node", type=int, default=1, help="GPUs (= tasks) per node (default 1)")
+        g.add_argument("--cpus-per-task", type=int, default=10, help="CPU cores per task (default 10)")
+        g.add_argument("--slurm-time", type=int, default=4320, metavar="MIN", help="time limit in minutes (default 3 days)")
+        g.add_argument("--slurm-executor", choices=("slurm", "local"), default=None,
+                       help="'local' runs the job with submitit's local executor (no cluster) and waits for it")
+
+    run_parser = sub.add_parser("run", allow_abbrev=False,
+                                help="the whole test: data, split, crops, train A and B, attack, metrics, report")
+    common(run_parser)
+    resume(run_parser)
+    slurm(run_parser)
+    examples = sub.add_parser("examples", allow_abbrev=False, help="write tiny example datasets in every supported layout "
                                                "(imagenet, voc, coco, manifest) to try the commands of README")
     examples.add_argument("out", type=Path, help="folder to write them into (one subfolder per layout)")
     for name in STAGE_COMMANDS:
-        p = sub.add_parser(name, help=f"re-run the {name} stage (after any unfinished stage it needs)")
+        p = sub.add_parser(name, allow_abbrev=False, help=f"re-run the {name} stage (after any unfinished stage it needs)")
         common(p)
         if name == "train":
             p.add_argument("--model", choices=["A", "B"], default=None, help="train only this model (default both)")
+            resume(p)
+            slurm(p)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from dejavu.train import distributed
+
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = _parser().parse_args(argv)
     command = args.command or "run"
     if args.command is None:
-        args = _parser().parse_args(["run", *(argv or [])])
+        args = _parser().parse_args(["run", *argv])
+    rank = os.environ.get("RANK", "0")
+    who = "dejavu" if rank == "0" else f"dejavu (rank {rank})"
+    code = 1
     try:
-        return _dispatch(command, args)
+        code = _dispatch(command, args)
+        return code
     except DejavuError as exc:
-        print(f"dejavu: error: {exc}", file=sys.stderr)
-        return 2
+        print(f"{who}: error: {exc}", file=sys.stderr)
+        code = 2
+        return code
     except KeyboardInterrupt:
-        print("dejavu: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
+        print(f"{who}: interrupted; run the same command again to resume", file=sys.stderr)
+        code = 130
+        return code
+    finally:
+        distributed.shutdown(clean=code == 0)
 
 
 def _shorthand_overrides(args: argparse.Namespace) -> list[str]:
@@ -102,30 +137,84 @@ def _examples(out: Path) -> int:
     return 0
 
 
+SLURM_DEFAULTS = {"nodes": 1, "gpus_per_node": 1, "cpus_per_task": 10, "slurm_time": 4320}
+
+
+def _submit(command: str, args: argparse.Namespace) -> int:
+    """Submit this command (without the SLURM options, paths absolute) as a submitit job."""
+    from dejavu.train.slurm import SlurmRequest, submit
+
+    if os.environ.get("DEJAVU_IN_JOB"):
+        raise ConfigError("this command already runs inside a submitted dejavu job: it must not submit another")
+    overrides = [*args.overrides, *_shorthand_overrides(args)]
+    load_config(args.config, overrides)  # a bad config fails here, not in the queue
+    request = SlurmRequest(
+        partition=args.slurm_partition or "", nodes=args.nodes, gpus_per_node=args.gpus_per_node,
+        cpus_per_task=args.cpus_per_task, time_min=args.slurm_time, executor=args.slurm_executor or "slurm",
+    )
+    out = (args.out or Path("runs") / (args.config.stem if args.config else "demo")).resolve()
+    job_argv = [command, *(["--config", str(args.config.resolve())] if args.config else []), "--out", str(out)]
+    if command == "train" and args.model:
+        job_argv += ["--model", args.model]
+    if args.resume:
+        job_argv.append("--resume")
+    job_argv += overrides
+    folder = out.parent / f"{out.name}.slurm"
+    job = submit(job_argv, request, folder)
+    print(f"dejavu {command}: submitted job {job.job_id} ({request.executor}); logs in {folder}")
+    if request.executor == "local":
+        job.result()  # raises with the job's error if it failed
+        print(f"dejavu {command}: job {job.job_id} finished; run folder {out}")
+    return 0
+
+
 def _dispatch(command: str, args: argparse.Namespace) -> int:
     from dejavu.pipeline import run_all, run_stage, set_threads, upstream_of
     from dejavu.runs import Run
+    from dejavu.train import distributed
+    from dejavu.train.loop import check_precision
 
     if command == "examples":
         return _examples(args.out)
+    if getattr(args, "slurm_partition", None) or getattr(args, "slurm_executor", None):
+        return _submit(command, args)
+    changed = [f"--{key.replace('_', '-')}" for key, default in SLURM_DEFAULTS.items()
+               if getattr(args, key, default) != default]
+    if changed:
+        raise ConfigError(f"{', '.join(changed)} only apply to a SLURM job: add --slurm-partition NAME "
+                          "(or --slurm-executor local); to use several GPUs here, run under torchrun")
+    distributed.init()
+    if not distributed.is_main():
+        # Only rank zero reports; the others train their share and wait.
+        sys.stdout = open(os.devnull, "w")
     args.overrides = [*args.overrides, *_shorthand_overrides(args)]
 
     name = args.config.stem if args.config else "demo"
     out = args.out or Path("runs") / name
     saved = out / "config.json"
+    resume = getattr(args, "resume", False)
+    if resume and not saved.is_file():
+        raise RunFolderError(f"--resume: '{out}' holds no dejavu run (no config.json); start it without --resume")
     if args.config is None and not args.overrides and saved.is_file():
         # An existing run folder named alone: resume it / re-run its stage with its own config.
-        config = config_from_dict(read_json(saved))
+        try:
+            config = config_from_dict(read_json(saved))
+        except ConfigError as exc:
+            raise RunFolderError(f"{saved}: {exc} (a run folder of an older dejavu? start a new --out)") from None
         print(f"dejavu {command}: using the config saved in {saved}")
     else:
         config = load_config(args.config, args.overrides)
+    # Launch problems surface now, not after hours of data stages.
+    distributed.local_batch(config.train.batch_size)
+    check_precision(distributed.device(), config.train.precision)
     run = Run(out, config)
-    run.claim()
+    distributed.on_rank_zero(run.claim, "claiming the run folder")
     print(f"dejavu {command}: run folder {out.resolve()}")
     start = time.perf_counter()
     if command == "run":
         run_all(run)
-        _print_summary(run)
+        if distributed.is_main():
+            _print_summary(run)
     else:
         set_threads(config)
         stages = STAGE_COMMANDS[command]
@@ -135,10 +224,21 @@ def _dispatch(command: str, args: argparse.Namespace) -> int:
         # always re-runs, and every stage that read its old output is invalidated by its new token.
         for stage in upstream_of(stages):
             run_stage(run, stage)
+        if command == "train" and not resume:
+            # A plain `dejavu train` trains afresh; continuing an interrupted training is what --resume is for.
+            distributed.on_rank_zero(lambda: _forget_resume_states(run, stages), "removing old resume states")
         for stage in stages:
-            run_stage(run, stage, force=True)
+            run_stage(run, stage, force=not resume)
     print(f"finished in {time.perf_counter() - start:.1f} s; run folder {out.resolve()}")
     return 0
+
+
+def _forget_resume_states(run, stages: list[str]) -> None:
+    for stage in stages:
+        path = run.model_dir(stage.removeprefix("train_")) / "resume.pt"
+        if path.exists():
+            print(f"dejavu train: starting {stage} afresh (its resume state is removed; --resume would continue it)")
+            path.unlink()
 
 
 def _print_summary(run) -> None:

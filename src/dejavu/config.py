@@ -111,30 +111,120 @@ class AugmentConfig:
 
 
 @dataclass
+class VicregConfig:
+    """VICReg's loss weights (the paper's 25 / 25 / 1)."""
+
+    sim_weight: float = 25.0
+    var_weight: float = 25.0
+    cov_weight: float = 1.0
+
+
+@dataclass
+class SimclrConfig:
+    temperature: float = 0.15
+
+
+@dataclass
+class BarlowTwinsConfig:
+    lambda_off_diagonal: float = 0.0051
+
+
+@dataclass
+class ByolConfig:
+    """Predictor width and the EMA target's momentum, raised along a cosine from `momentum` to `momentum_final`."""
+
+    predictor_hidden: int = 512
+    momentum: float = 0.996
+    momentum_final: float = 1.0
+
+
+@dataclass
+class DinoConfig:
+    """DINO's prototypes, temperatures (teacher warmed up linearly), centring and EMA teacher."""
+
+    out_dim: int = 1024
+    # Prototypes of unit length (logits are cosines: stable, but at small scale too flat to sharpen), or free.
+    norm_last_layer: bool = True
+    student_temp: float = 0.1
+    teacher_temp: float = 0.07
+    warmup_teacher_temp: float = 0.04
+    warmup_teacher_temp_epochs: int = 50
+    center_momentum: float = 0.9
+    momentum: float = 0.996
+    momentum_final: float = 1.0
+    # Multi-crop: this many extra small views (side `local_crop_size`, 0: input_size // 2), students only.
+    local_crops: int = 0
+    local_crop_size: int = 0
+    local_crop_scale: list[float] = field(default_factory=lambda: [0.05, 0.4])
+
+
+@dataclass
+class SupervisedConfig:
+    """The supervised baseline: a linear classifier on the projector, cross-entropy on one augmented view."""
+
+    label_smoothing: float = 0.0
+
+
+# The per-method sections of `train`; only the selected method's section is part of a recipe.
+METHOD_SECTIONS = {
+    "vicreg": "vicreg", "simclr": "simclr", "barlow_twins": "barlow_twins",
+    "byol": "byol", "dino": "dino", "supervised": "supervised",
+}
+
+
+@dataclass
 class TrainConfig:
-    """One SSL recipe, applied identically to the target (A) and the reference (B)."""
+    """One recipe (method, network, optimisation), applied identically to the target (A) and the reference (B)."""
 
     method: str = "vicreg"
     backbone: str = "convnet"
+    # ConvNet channel widths (convnet only).
     widths: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
+    # ResNet stem: "small" (3x3, stride 1, no max-pool) for 32-64 px, "imagenet", or "auto" (small up to 64 px).
+    stem: str = "auto"
+    # ViT patch side (0: 16 from 128 px up, else input_size // 8).
+    patch_size: int = 0
     projector: str = "512-512-512"
     epochs: int = 1000
+    # The global batch: split evenly over the processes of a distributed run.
     batch_size: int = 100
     optimizer: str = "adamw"
     lr: float = 1e-3
+    # "linear": the learning rate is lr x batch_size / 256 (the paper's base-lr convention); "none": lr as given.
+    lr_scaling: str = "none"
     weight_decay: float = 1e-4
+    momentum: float = 0.9
     # Learning-rate schedule: linear warm-up (capped at `epochs`), then cosine decay to zero ("cosine")
     # or flat ("constant").
     schedule: str = "cosine"
     warmup_epochs: int = 10
-    sim_weight: float = 25.0
-    var_weight: float = 25.0
-    cov_weight: float = 1.0
+    # Clip the gradient's global norm to this (0: off).
+    grad_clip: float = 0.0
+    # Autocast precision on the device: "fp32", "bf16" (GPU or CPU) or "fp16" (GPU only, with a loss scaler).
+    precision: str = "fp32"
+    # BatchNorm statistics over all processes of a distributed GPU run (torch's SyncBatchNorm needs GPUs).
+    sync_batchnorm: bool = False
+    vicreg: VicregConfig = field(default_factory=VicregConfig)
+    simclr: SimclrConfig = field(default_factory=SimclrConfig)
+    barlow_twins: BarlowTwinsConfig = field(default_factory=BarlowTwinsConfig)
+    byol: ByolConfig = field(default_factory=ByolConfig)
+    dino: DinoConfig = field(default_factory=DinoConfig)
+    supervised: SupervisedConfig = field(default_factory=SupervisedConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     # Keep weights every N epochs for epoch sweeps (0: final weights only).
     checkpoint_every: int = 0
     # The resume state is written after an epoch when this many seconds passed since the last one.
     resume_every_s: float = 10.0
+
+
+def train_recipe(train: TrainConfig) -> dict[str, Any]:
+    """The training section without the sections of methods not selected (they change nothing)."""
+    recipe = dataclasses.asdict(train)
+    for method, section in METHOD_SECTIONS.items():
+        if method != train.method:
+            recipe.pop(section)
+    recipe.pop("resume_every_s")  # how often the resume state is saved does not change the weights
+    return recipe
 
 
 @dataclass
@@ -192,11 +282,13 @@ CHOICES = {
     "split.scheme": ("auto", "balanced", "paper"),
     "crop.mode": ("periphery", "corner"),
     "crop.rule": ("optimal", "paper"),
-    "train.method": ("vicreg",),
-    "train.backbone": ("convnet", "resnet18"),
-    "train.optimizer": ("adamw", "sgd"),
+    "train.method": tuple(METHOD_SECTIONS),
+    "train.backbone": ("convnet", "resnet18", "resnet50", "resnet101", "vit_tiny", "vit_small", "vit_base"),
+    "train.stem": ("auto", "small", "imagenet"),
+    "train.optimizer": ("adamw", "sgd", "lars"),
+    "train.lr_scaling": ("none", "linear"),
+    "train.precision": ("fp32", "bf16", "fp16"),
     "train.schedule": ("cosine", "constant"),
-    "attack.layer": ("projector", "backbone"),
     "attack.backend": ("faiss", "torch"),
 }
 
@@ -418,9 +510,55 @@ def validate(config: Config) -> None:
         value = getattr(aug, key)
         if not 0.0 <= value <= 1.0:
             raise ConfigError(f"config key 'train.augment.{key}': expected a probability in [0, 1], found {value}")
+    from dejavu.models.backbones import resolve_patch_size
+    from dejavu.models.encoder import check_layer
     from dejavu.models.heads import parse_projector_spec
 
     parse_projector_spec(t.projector)
+    check_layer(a.layer, t.projector)
+    if t.backbone.startswith("vit"):
+        resolve_patch_size(t.patch_size, d.input_size)
+        if t.method == "dino" and t.dino.local_crops:
+            raise ConfigError(
+                "config key 'train.dino.local_crops' needs a backbone that takes any input size (convnet, resnet*): "
+                f"torchvision's ViT takes only data.input_size = {d.input_size} px; set train.dino.local_crops=0"
+            )
+    _validate_methods(t)
+
+
+def _validate_methods(t: TrainConfig) -> None:
+    """Ranges of the optimisation keys and of every method's section (all sections, so a typo never waits)."""
+    def check(key: str, ok: bool, expected: str, value: Any) -> None:
+        if not ok:
+            raise ConfigError(f"config key 'train.{key}': expected {expected}, found {value}")
+
+    check("momentum", 0.0 <= t.momentum < 1.0, "a momentum in [0, 1)", t.momentum)
+    check("grad_clip", t.grad_clip >= 0, "0 (off) or a positive norm", t.grad_clip)
+    check("patch_size", t.patch_size >= 0, "0 (auto) or a positive patch side", t.patch_size)
+    check("simclr.temperature", t.simclr.temperature > 0, "a positive temperature", t.simclr.temperature)
+    check("barlow_twins.lambda_off_diagonal", t.barlow_twins.lambda_off_diagonal >= 0, ">= 0",
+          t.barlow_twins.lambda_off_diagonal)
+    for name in ("sim_weight", "var_weight", "cov_weight"):
+        value = getattr(t.vicreg, name)
+        check(f"vicreg.{name}", value >= 0, ">= 0", value)
+    for section in ("byol", "dino"):
+        cfg = getattr(t, section)
+        check(f"{section}.momentum", 0.0 <= cfg.momentum <= 1.0, "an EMA momentum in [0, 1]", cfg.momentum)
+        check(f"{section}.momentum_final", cfg.momentum <= cfg.momentum_final <= 1.0,
+              f"a momentum between {section}.momentum ({cfg.momentum}) and 1", cfg.momentum_final)
+    check("byol.predictor_hidden", t.byol.predictor_hidden >= 1, "a positive width", t.byol.predictor_hidden)
+    d = t.dino
+    check("dino.out_dim", d.out_dim >= 1, "a positive number of prototypes", d.out_dim)
+    for name in ("student_temp", "teacher_temp", "warmup_teacher_temp"):
+        check(f"dino.{name}", getattr(d, name) > 0, "a positive temperature", getattr(d, name))
+    check("dino.center_momentum", 0.0 <= d.center_momentum <= 1.0, "a momentum in [0, 1]", d.center_momentum)
+    check("dino.warmup_teacher_temp_epochs", d.warmup_teacher_temp_epochs >= 0, ">= 0", d.warmup_teacher_temp_epochs)
+    check("dino.local_crops", d.local_crops >= 0, ">= 0", d.local_crops)
+    check("dino.local_crop_size", d.local_crop_size >= 0, "0 (half the input) or a positive side", d.local_crop_size)
+    scale = d.local_crop_scale
+    check("dino.local_crop_scale", len(scale) == 2 and 0.0 < scale[0] <= scale[1] <= 1.0, "[low, high] in (0, 1]", scale)
+    smoothing = t.supervised.label_smoothing
+    check("supervised.label_smoothing", 0.0 <= smoothing < 1.0, "a value in [0, 1)", smoothing)
 
 
 def _validate_scenes(config: Config) -> None:

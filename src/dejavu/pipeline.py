@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import os
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ import torch
 
 from dejavu.attack.embed import embed_batches
 from dejavu.attack.neighbours import knn
-from dejavu.config import Config
+from dejavu.config import Config, train_recipe
 from dejavu.data.augment import eval_images
 from dejavu.data.catalog import build_scenes, ingest, load_catalog, read_entries
 from dejavu.data.crops import corner_crop, periphery_crop
@@ -32,6 +33,7 @@ from dejavu.errors import DataError, RunFolderError
 from dejavu.metrics.tables import attack_tables, summarise
 from dejavu.models.encoder import build_encoder
 from dejavu.runs import DEPENDS, Run, atomic_path, load_npz, read_json, save_npz, write_json, write_text
+from dejavu.train import distributed
 from dejavu.train.checkpoints import load_weights
 from dejavu.train.loop import recipe_fingerprint, train_encoder
 
@@ -63,8 +65,8 @@ def _own_config(run: Run, stage: str) -> str:
         "data": (_hash(sorted((k, str(v)) for k, v in c.to_dict()["data"].items() if k != "workers")), run.seeds["data"]),
         "split": (c.section_hash("split"), run.seeds["split"]),
         "crops": (c.section_hash("crop"),),
-        "train_A": (c.section_hash("train"), c.data.input_size, run.seeds["train"], "A"),
-        "train_B": (c.section_hash("train"), c.data.input_size, run.seeds["train"], "B"),
+        "train_A": (json.dumps(train_recipe(c.train), sort_keys=True), c.data.input_size, run.seeds["train"], "A"),
+        "train_B": (json.dumps(train_recipe(c.train), sort_keys=True), c.data.input_size, run.seeds["train"], "B"),
         "embed": (c.attack.layer, c.data.input_size),
         "neighbours": (c.attack.k,),
         "metrics": (c.section_hash("metrics"), run.seeds["control_split"], run.seeds["bootstrap"]),
@@ -249,11 +251,12 @@ def stage_train(run: Run, model: str) -> Path:
         image_source(table, rows, c.data.image_size, c.data.workers), c.train, c.data.input_size, run.seeds["train"], run.model_dir(model),
         data_fingerprint=fingerprints(run)[f"train_{model}"],
         description=f"train {model} ({'target' if model == 'A' else 'reference'})",
+        labels=table.labels[rows], n_classes=len(table.class_names),
     )
 
 
 def load_encoder(run: Run, model: str) -> torch.nn.Module:
-    encoder = build_encoder(run.config.train)
+    encoder = build_encoder(run.config.train, run.config.data.input_size)
     c = run.config
     expected = recipe_fingerprint(c.train, c.data.input_size, run.seeds["train"], fingerprints(run)[f"train_{model}"])
     load_weights(run.model_dir(model) / "model.safetensors", encoder, {"recipe": expected["recipe"], "data": expected["data"]})
@@ -274,8 +277,9 @@ def stage_embed(run: Run) -> Path:
     public_rows = index_of_ids(table.ids, sets["X"], "split set X")
     source = image_source(table, public_rows, c.data.image_size, c.data.workers)
     chunks = [np.arange(start, min(start + batch, len(public_rows))) for start in range(0, len(public_rows), batch)]
+    device = distributed.device()
     public = embed_batches(encoders, (eval_images(images, c.data.input_size) for images in source.batches(chunks)),
-                           c.attack.layer)
+                           c.attack.layer, device)
     for model in MODELS:
         save_npz(run.embeddings_dir / f"model_{model}" / "public_X.npz", ids=table.ids[public_rows],
                  labels=table.labels[public_rows], embeddings=public[model].astype(np.float16))
@@ -283,7 +287,7 @@ def stage_embed(run: Run) -> Path:
         ids, squares = kept_crops(run, name)
         rows = index_of_ids(table.ids, ids, f"crops of {name}")
         crops = embed_batches(encoders, crop_batches(table, rows, squares, c.data.input_size, batch, c.data.workers),
-                              c.attack.layer)
+                              c.attack.layer, device)
         for model in MODELS:
             save_npz(run.embeddings_dir / f"model_{model}" / f"crops_{name}.npz", ids=ids,
                      embeddings=crops[model].astype(np.float16))
@@ -351,7 +355,10 @@ def stage_functions() -> dict[str, Callable[[Run], Path]]:
 
 
 def set_threads(config: Config) -> None:
-    threads = config.threads or os.cpu_count() or 1
+    # Processes of a distributed CPU run share the cores (on GPUs they hardly use them, and rank zero runs
+    # the other stages alone, so it keeps them all).
+    per_node = 1 if torch.cuda.is_available() else int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    threads = config.threads or max(1, (os.cpu_count() or 1) // per_node)
     torch.set_num_threads(threads)
     try:
         import faiss
@@ -361,18 +368,34 @@ def set_threads(config: Config) -> None:
         pass
 
 
+TRAINING_STAGES = ("train_A", "train_B")
+
+
 def run_stage(run: Run, name: str, force: bool = False, log: Callable[[str], None] = print) -> Path | None:
-    """Run one stage unless its fingerprint says it is already done (``force`` re-runs it)."""
+    """Run one stage unless its fingerprint says it is already done (``force`` re-runs it).
+
+    In a distributed run every process trains; the other stages run on rank zero while the rest
+    wait (and fail with it if it fails). Rank zero decides what is done and alone writes markers.
+    """
     prints = fingerprints(run)
-    if not force and run.is_done(name, prints[name]):
-        log(f"[{name}] up to date, skipped")
+    if not force and distributed.broadcast_flag(run.is_done(name, prints[name])):
+        if distributed.is_main():
+            log(f"[{name}] up to date, skipped")
+        distributed.barrier()
         return None
-    start = time.perf_counter()
-    path = stage_functions()[name](run)
-    elapsed = time.perf_counter() - start
-    artifact = Path(path).resolve().relative_to(run.root.resolve())
-    run.mark_done(name, prints[name], seconds=round(elapsed, 3), artifact=str(artifact))
-    log(f"[{name}] done in {elapsed:.1f} s -> {path}")
+
+    def work() -> Path:
+        start = time.perf_counter()
+        path = stage_functions()[name](run)
+        elapsed = time.perf_counter() - start
+        if distributed.is_main():
+            artifact = Path(path).resolve().relative_to(run.root.resolve())
+            run.mark_done(name, prints[name], seconds=round(elapsed, 3), artifact=str(artifact))
+            log(f"[{name}] done in {elapsed:.1f} s -> {path}")
+        return path
+
+    path = work() if name in TRAINING_STAGES else distributed.on_rank_zero(work, f"stage {name}")
+    distributed.barrier()
     return path
 
 

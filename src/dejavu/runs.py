@@ -151,7 +151,7 @@ class Run:
         if config_path.is_file():
             old = read_json(config_path)
             new = self.config.to_dict()
-            diffs = _diff(old, new)
+            diffs = config_diff(old, new)
             diffs = [d for d in diffs if d[0] not in ("threads", "data.workers")]
             if diffs:
                 key, was, now = diffs[0]
@@ -210,10 +210,11 @@ class Run:
         write_json(self.marker(stage), {"fingerprint": fingerprint, "token": uuid.uuid4().hex, **info})
 
 
-def _diff(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+def config_diff(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted key, old value, new value) for every leaf that differs between two config trees."""
     if isinstance(old, dict) and isinstance(new, dict):
         out = []
         for key in sorted(set(old) | set(new)):
-            out += _diff(old.get(key), new.get(key), f"{prefix}{key}" if not prefix else f"{prefix}.{key}")
+            out += config_diff(old.get(key), new.get(key), f"{prefix}{key}" if not prefix else f"{prefix}.{key}")
         return out
     return [] if old == new else [(prefix, old, new)]

@@ -1,4 +1,4 @@
-"""Backbones by name: a small CPU ConvNet and torchvision ResNet-18 with a small-image stem."""
+"""Backbones by name: a small CPU ConvNet, torchvision ResNets (small or ImageNet stem) and ViTs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,20 @@ from torch import nn
 
 from dejavu.errors import ConfigError
 
-BACKBONES = ("convnet", "resnet18")
+BACKBONES = ("convnet", "resnet18", "resnet50", "resnet101", "vit_tiny", "vit_small", "vit_base")
+STEMS = ("auto", "small", "imagenet")
+
+# (num_layers, num_heads, hidden_dim, mlp_dim), the DeiT / ViT sizes.
+_VIT_SIZES = {
+    "vit_tiny": (12, 3, 192, 768),
+    "vit_small": (12, 6, 384, 1536),
+    "vit_base": (12, 12, 768, 3072),
+}
+_RESNETS = {
+    "resnet18": torchvision.models.resnet18,
+    "resnet50": torchvision.models.resnet50,
+    "resnet101": torchvision.models.resnet101,
+}
 
 
 class ConvNet(nn.Module):
@@ -37,20 +50,109 @@ class ConvNet(nn.Module):
         return self.features(images).mean(dim=(2, 3))
 
 
-def resnet18_small() -> nn.Module:
-    """torchvision ResNet-18 with a 3x3 stride-1 stem and no max-pool (for 32-64 px inputs)."""
-    net = torchvision.models.resnet18(weights=None)
-    net.conv1 = nn.Conv2d(3, 64, 3, stride=1, padding=1, bias=False)
-    net.maxpool = nn.Identity()
+def resnet(name: str = "resnet18", stem: str = "small") -> nn.Module:
+    """torchvision ResNet without its classifier; ``stem="small"`` swaps in a 3x3 stride-1 conv and no max-pool.
+
+    Why: the ImageNet stem divides the side by 4 before layer1, leaving a 32 px image 8x8 there
+    and 1x1 after layer4, which loses most spatial detail on CIFAR-sized inputs.
+
+    Example:
+        >>> resnet("resnet50", "imagenet").out_features
+        2048
+    """
+    net = _RESNETS[name](weights=None)
+    if stem == "small":
+        net.conv1 = nn.Conv2d(3, net.conv1.out_channels, 3, stride=1, padding=1, bias=False)
+        net.maxpool = nn.Identity()
+    elif stem != "imagenet":
+        raise ConfigError(f"config key 'train.stem': unknown stem {stem!r} for a ResNet; valid: small, imagenet")
     net.out_features = net.fc.in_features
     net.fc = nn.Identity()
     return net
 
 
-def build_backbone(name: str, widths: list[int]) -> nn.Module:
-    """A backbone with an ``out_features`` attribute; unknown names list the valid ones."""
+def resnet18_small() -> nn.Module:
+    """torchvision ResNet-18 with a 3x3 stride-1 stem and no max-pool (for 32-64 px inputs)."""
+    return resnet("resnet18", "small")
+
+
+def resolve_stem(stem: str, input_size: int) -> str:
+    """``"auto"`` -> ``"small"`` up to 64 px, else ``"imagenet"``; unknown stems raise ConfigError.
+
+    Example:
+        >>> resolve_stem("auto", 32), resolve_stem("auto", 224)
+        ('small', 'imagenet')
+    """
+    if stem not in STEMS:
+        raise ConfigError(f"config key 'train.stem': unknown stem {stem!r}; valid: {', '.join(STEMS)}")
+    if stem == "auto":
+        return "small" if input_size <= 64 else "imagenet"
+    return stem
+
+
+def resolve_patch_size(patch_size: int, input_size: int) -> int:
+    """The ViT patch side: ``0`` -> 16 from 128 px up, else ``max(2, input_size // 8)``.
+
+    Raises ConfigError when the patch does not tile ``input_size`` (torchvision requires it).
+
+    Example:
+        >>> resolve_patch_size(0, 32), resolve_patch_size(0, 64), resolve_patch_size(0, 224)
+        (4, 8, 16)
+    """
+    if patch_size < 0:
+        raise ConfigError(f"config key 'train.patch_size' = {patch_size}: expected 0 (auto) or a positive patch side")
+    chosen = patch_size or (16 if input_size >= 128 else max(2, input_size // 8))
+    if input_size % chosen:
+        divisors = [d for d in range(2, input_size + 1) if input_size % d == 0] or [input_size]
+        closest = min(divisors, key=lambda d: (abs(d - chosen), d))
+        value = f"{patch_size} (auto -> {chosen})" if patch_size == 0 else f"{patch_size}"
+        raise ConfigError(
+            f"config key 'train.patch_size' = {value} does not divide 'data.input_size' = {input_size}; "
+            f"set train.patch_size={closest} or data.input_size to a multiple of {chosen}"
+        )
+    return chosen
+
+
+def vit(name: str, input_size: int = 32, patch_size: int = 0) -> nn.Module:
+    """torchvision VisionTransformer returning the class token (``out_features`` = hidden dim).
+
+    It only accepts ``input_size`` x ``input_size`` images: torchvision checks the size at forward.
+
+    Example:
+        >>> vit("vit_tiny", 32).out_features
+        192
+    """
+    num_layers, num_heads, hidden_dim, mlp_dim = _VIT_SIZES[name]
+    net = torchvision.models.VisionTransformer(
+        image_size=input_size,
+        patch_size=resolve_patch_size(patch_size, input_size),
+        num_layers=num_layers,
+        num_heads=num_heads,
+        hidden_dim=hidden_dim,
+        mlp_dim=mlp_dim,
+    )
+    net.heads = nn.Identity()
+    net.out_features = hidden_dim
+    return net
+
+
+def build_backbone(
+    name: str, widths: list[int], input_size: int = 32, stem: str = "auto", patch_size: int = 0
+) -> nn.Module:
+    """A backbone with an ``out_features`` attribute; unknown names list the valid ones.
+
+    ``widths`` is used by the ConvNet only, ``stem`` by the ResNets, ``patch_size`` by the ViTs.
+
+    Example:
+        >>> build_backbone("resnet18", [], input_size=224).conv1.stride
+        (2, 2)
+    """
+    # Checked for every backbone so that a typo fails now, not when someone later switches to a ResNet.
+    resolved = resolve_stem(stem, input_size)
     if name == "convnet":
         return ConvNet(widths)
-    if name == "resnet18":
-        return resnet18_small()
+    if name in _RESNETS:
+        return resnet(name, resolved)
+    if name in _VIT_SIZES:
+        return vit(name, input_size, patch_size)
     raise ConfigError(f"config key 'train.backbone': unknown backbone '{name}'; valid: {', '.join(BACKBONES)}")

@@ -5,33 +5,88 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from dejavu.errors import ConfigError
 from dejavu.models.backbones import build_backbone
-from dejavu.models.heads import projector
+from dejavu.models.heads import parse_projector_spec, projector
 
+# Layers every encoder has; "projector1".."projectorL" (one per projector layer) come from the spec.
 LAYERS = ("backbone", "projector")
 
 
-class Encoder(nn.Module):
-    """backbone -> projector. ``forward`` returns the projector output used by the SSL loss."""
+def layer_names(projector_spec: str) -> list[str]:
+    """Valid ``attack.layer`` values for a projector spec; ``"projector"`` is its last layer.
 
-    def __init__(self, backbone: str, widths: list[int], projector_spec: str):
+    Example:
+        >>> layer_names("512-512")
+        ['backbone', 'projector1', 'projector2', 'projector']
+    """
+    depth = len(parse_projector_spec(projector_spec))
+    return ["backbone", *(f"projector{index}" for index in range(1, depth + 1)), "projector"]
+
+
+def check_layer(layer: str, projector_spec: str) -> None:
+    """Raise ConfigError naming ``attack.layer`` unless ``layer`` exists for this projector.
+
+    Example:
+        >>> check_layer("projector3", "512-512")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        dejavu.errors.ConfigError: config key 'attack.layer' = 'projector3': ...
+    """
+    valid = layer_names(projector_spec)
+    if layer not in valid:
+        raise ConfigError(
+            f"config key 'attack.layer' = {layer!r}: unknown layer for train.projector = {projector_spec!r}; "
+            f"valid: {', '.join(valid)} (projectorN is the output of projector layer N)"
+        )
+
+
+class Encoder(nn.Module):
+    """backbone -> projector. ``forward`` returns the projector output used by the SSL loss.
+
+    Example:
+        >>> encoder = Encoder("convnet", [8, 16], "32-32")
+        >>> encoder.embed(torch.randn(2, 3, 32, 32), "projector1").shape
+        torch.Size([2, 32])
+    """
+
+    def __init__(
+        self,
+        backbone: str,
+        widths: list[int],
+        projector_spec: str,
+        input_size: int = 32,
+        stem: str = "auto",
+        patch_size: int = 0,
+    ):
         super().__init__()
-        self.backbone = build_backbone(backbone, widths)
+        self.projector_spec = projector_spec
+        self.backbone = build_backbone(backbone, widths, input_size=input_size, stem=stem, patch_size=patch_size)
         self.projector = projector(self.backbone.out_features, projector_spec)
+        self.out_features = parse_projector_spec(projector_spec)[-1]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.projector(self.backbone(images))
 
     def embed(self, images: torch.Tensor, layer: str) -> torch.Tensor:
-        """Embedding at ``layer`` (``"backbone"`` or ``"projector"``, the paper's default)."""
+        """Embedding at ``layer``: ``"backbone"``, ``"projector"`` (the paper's default) or ``"projectorN"``."""
+        check_layer(layer, self.projector_spec)
         features = self.backbone(images)
         if layer == "backbone":
             return features
-        if layer == "projector":
-            return self.projector(features)
-        raise ValueError(f"unknown layer {layer!r}; valid: {', '.join(LAYERS)}")
+        depth = len(self.projector) if layer == "projector" else int(layer.removeprefix("projector"))
+        # Layers past the requested one are skipped: guillotine embeddings need not pay for the full head.
+        return self.projector[:depth](features)
 
 
-def build_encoder(config) -> Encoder:
-    """Encoder for a :class:`dejavu.config.TrainConfig`."""
-    return Encoder(config.backbone, list(config.widths), config.projector)
+def build_encoder(config, input_size: int = 32) -> Encoder:
+    """Encoder for a :class:`dejavu.config.TrainConfig` and images of side ``input_size``."""
+    # getattr: configs written before ``stem`` / ``patch_size`` existed still build.
+    return Encoder(
+        config.backbone,
+        list(config.widths),
+        config.projector,
+        input_size=input_size,
+        stem=getattr(config, "stem", "auto"),
+        patch_size=getattr(config, "patch_size", 0),
+    )

@@ -153,6 +153,18 @@ def per_class_accuracy(metrics: Mapping[str, Any]) -> Figure:
     return figure
 
 
+def training_curves(losses: Mapping[str, Sequence[float]], method: str) -> Figure:
+    """Mean training loss per epoch of each model (``{"A": [...], "B": [...]}``)."""
+    figure = _figure(5.0, 3.0)
+    axes = figure.add_subplot()
+    for (name, values), colour in zip(losses.items(), (TARGET_COLOUR, REFERENCE_COLOUR)):
+        axes.plot(range(1, len(values) + 1), values, color=colour, label=f"model {name}")
+    axes.set_xlabel("epoch")
+    axes.set_ylabel(f"{method} loss")
+    axes.legend(frameon=False)
+    return figure
+
+
 def png_bytes(figure: Figure) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)

@@ -504,6 +504,31 @@ def footer(run: Run) -> str:
     )
 
 
+def training_section(run: Run) -> str:
+    """The recipe both models share, and each model's loss curve and throughput (from ``history.json``)."""
+    from dejavu.report.figures import save_png, training_curves
+
+    t = run.config.train
+    histories = {}
+    for model in ("A", "B"):
+        path = run.model_dir(model) / "history.json"
+        if path.is_file():
+            histories[model] = read_json(path)
+    recipe = (f"{t.method} · {t.backbone} · projector {t.projector} · {t.epochs} epochs · batch {t.batch_size} · "
+              f"{t.optimizer} lr {t.lr:g}{' × batch/256' if t.lr_scaling == 'linear' else ''} · {t.precision}")
+    rows = [[f"{model} ({'target' if model == 'A' else 'reference'})", h.get("images", ""),
+             f"{h['loss'][0]:.4g} → {h['loss'][-1]:.4g}" if h.get("loss") else "", f"{h.get('images_per_second_this_session', 0):.0f}",
+             f"{h.get('processes', 1)} × {h.get('device', 'cpu')}"] for model, h in histories.items()]
+    parts = ["<h2>Training</h2>", f"<p>Both models: {esc(recipe)}.</p>",
+             table_html(["model", "training images", "loss first → last epoch", "images/s (last session)",
+                         "processes × device"], rows)]
+    losses = {model: h["loss"] for model, h in histories.items() if h.get("loss")}
+    if losses:
+        png = save_png(training_curves(losses, t.method), run.figures_dir / "training_loss.png")
+        parts.append(f'<div class="figure">{img_tag(png, "training loss")}</div>')
+    return "\n".join(parts)
+
+
 # Page ----------------------------------------------------------------------------------------------
 def write_figures(run: Run, metrics: Mapping[str, Any]) -> dict[str, bytes]:
     """Render every figure to ``figures/<name>.png``; returns the PNG bytes by name."""
@@ -550,6 +575,7 @@ def render(run: Run, metrics: Mapping[str, Any], figures: Mapping[str, bytes], t
         "<h2>Figures</h2>",
         figure_html,
         per_class_section(metrics),
+        training_section(run),
         split_section(run, metrics),
         crops_section(run, table),
         gallery_section(run, table, samples),

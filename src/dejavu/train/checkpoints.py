@@ -11,7 +11,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from dejavu.errors import CheckpointError
-from dejavu.runs import atomic_path
+from dejavu.runs import atomic_path, config_diff
 
 
 def save_weights(path: Path, module: torch.nn.Module, metadata: dict[str, Any]) -> None:
@@ -61,8 +61,20 @@ def load_resume(path: Path, expected: dict[str, Any]) -> dict[str, Any]:
 
 def _check_metadata(path: Path, found: dict[str, Any], expected: dict[str, Any] | None) -> None:
     for key, value in (expected or {}).items():
-        if found.get(key) != value:
-            raise CheckpointError(
-                f"checkpoint '{path}' was written for {key} = {found.get(key)!r}, but this run has {value!r}; "
-                "delete it or point --out elsewhere"
-            )
+        if found.get(key) == value:
+            continue
+        if key == "recipe" and isinstance(found.get(key), str):
+            # Name the first training key that differs rather than the whole recipe.
+            differences = config_diff(json.loads(found[key]), json.loads(value), "train")
+            # The method and network first: a method's own section differs only because the method does.
+            differences.sort(key=lambda d: (d[0] not in ("train.method", "train.backbone"), d[1] is None or d[2] is None))
+            if differences:
+                field, was, now = differences[0]
+                raise CheckpointError(
+                    f"checkpoint '{path}' was written for {field} = {was!r}, but this run has {now!r}; "
+                    "delete it or point --out elsewhere"
+                )
+        raise CheckpointError(
+            f"checkpoint '{path}' was written for {key} = {found.get(key)!r}, but this run has {value!r}; "
+            "delete it or point --out elsewhere"
+        )

@@ -1,0 +1,5 @@
+"""``python -m dejavu`` (and ``torchrun -m dejavu``) runs the ``dejavu`` command."""
+
+from dejavu.cli import main
+
+raise SystemExit(main())

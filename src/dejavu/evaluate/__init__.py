@@ -1,0 +1,1 @@
+"""Conventional evaluation of an encoder: kNN accuracy (and, later, the linear probe)."""
