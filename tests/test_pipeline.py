@@ -228,7 +228,7 @@ def test_rerunning_a_stage_invalidates_exactly_what_read_it(tmp_path):
         return [m[1:m.index("]")] for m in messages if "done in" in m]
 
     run_stage(run, "train_A", force=True, log=lambda _: None)
-    assert stages_run_by_run_all() == ["embed", "neighbours", "metrics", "report"]
+    assert stages_run_by_run_all() == ["embed", "evaluate", "neighbours", "metrics", "report"]
     (run.root / "metrics.json").unlink()
     assert stages_run_by_run_all() == ["metrics", "report"]
     assert (run.root / "metrics.json").is_file()

@@ -152,3 +152,20 @@ def test_training_section_states_the_recipe_and_each_models_loss(report_run: tup
         loss = json.loads((run.model_dir(model) / "history.json").read_text())["loss"]
         assert f"{loss[0]:.4g} → {loss[-1]:.4g}" in section
     assert (run.figures_dir / "training_loss.png").read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_membership_inference_section_matches_metrics(report_run: tuple[Run, Path]) -> None:
+    run, path = report_run
+    roc = json.loads((run.root / "metrics.json").read_text())["roc"]
+    text = path.read_text(encoding="utf-8")
+    start = text.index('<h2 id="membership-inference">Membership-inference view</h2>')
+    # After the control, before the other figures; the ROC figure sits inside the section.
+    assert text.index("<h2>Negative control</h2>") < start < text.index("<h2>Figures</h2>")
+    section = text[start:text.index("<h2>Figures</h2>")]
+    assert f"<td>{roc['auc']:.3f}</td><td>{roc['auc_ci'][0]:.3f} to {roc['auc_ci'][1]:.3f}</td>" in section
+    for key in ("tpr_at_fpr_0.01", "tpr_at_fpr_0.001"):
+        low, high = roc[f"{key}_ci"]
+        assert f"<td>{100 * roc[key]:.1f} %</td><td>{100 * low:.1f} % to {100 * high:.1f} %</td>" in section
+    assert f"1/{roc['n_nonmembers']} = {roc['min_measurable_fpr']:.3g}" in section
+    assert 'id="fig-roc"' in section and text.count('id="fig-roc"') == 1
+    assert (run.figures_dir / "roc.png").read_bytes()[:8] == PNG_SIGNATURE

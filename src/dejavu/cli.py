@@ -19,6 +19,7 @@ STAGE_COMMANDS = {
     "crops": ["crops"],
     "train": ["train_A", "train_B"],
     "embed": ["embed"],
+    "evaluate": ["evaluate"],
     "neighbours": ["neighbours"],
     "metrics": ["metrics"],
     "report": ["report"],

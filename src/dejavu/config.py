@@ -238,6 +238,16 @@ class AttackConfig:
 
 
 @dataclass
+class EvaluateConfig:
+    """Conventional metrics next to memorization: kNN accuracy and a linear probe on full images."""
+
+    # Neighbours voting in kNN accuracy (capped at the size of X).
+    knn_k: int = 20
+    # Full-batch L-BFGS iterations of the linear probe.
+    probe_epochs: int = 100
+
+
+@dataclass
 class MetricsConfig:
     """Statistics of the gap. Accuracies are always reported at p = 5 %, 20 % and the curve 5..100 %."""
 
@@ -263,6 +273,7 @@ class Config:
     crop: CropConfig = field(default_factory=CropConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
 
@@ -436,6 +447,7 @@ def validate(config: Config) -> None:
         "split.x_per_class": s.x_per_class, "split.t_per_class": s.t_per_class,
         "crop.min_side_px": c.min_side_px, "train.epochs": t.epochs, "train.batch_size": t.batch_size,
         "attack.k": a.k, "attack.batch_size": a.batch_size, "metrics.bootstrap": m.bootstrap,
+        "evaluate.knn_k": config.evaluate.knn_k, "evaluate.probe_epochs": config.evaluate.probe_epochs,
     }
     for key, value in positive.items():
         if value < 1:

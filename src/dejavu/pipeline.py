@@ -1,4 +1,4 @@
-"""The stages split -> train -> embed -> neighbours -> metrics -> report, chained by ``run_all``.
+"""The stages split -> train -> embed -> evaluate -> neighbours -> metrics -> report, chained by ``run_all``.
 
 Each stage is ``stage_<name>(run) -> Path``: it reads only earlier stages' artifacts from the run
 folder, writes its own atomically, and records a fingerprint of its inputs. ``run_all`` skips a
@@ -30,6 +30,7 @@ from dejavu.data.records import ImageTable, index_of_ids
 from dejavu.data.sources import crop_batches, image_source
 from dejavu.data.splits import SET_NAMES, paper_partition, resolve_scheme, split_checks, split_ids
 from dejavu.errors import DataError, RunFolderError
+from dejavu.evaluate.conventional import NOTE, LayerStack, conventional_metrics, evaluation_layers
 from dejavu.metrics.tables import attack_tables, summarise
 from dejavu.models.encoder import build_encoder
 from dejavu.runs import DEPENDS, Run, atomic_path, load_npz, read_json, save_npz, write_json, write_text
@@ -68,6 +69,7 @@ def _own_config(run: Run, stage: str) -> str:
         "train_A": (json.dumps(train_recipe(c.train), sort_keys=True), c.data.input_size, run.seeds["train"], "A"),
         "train_B": (json.dumps(train_recipe(c.train), sort_keys=True), c.data.input_size, run.seeds["train"], "B"),
         "embed": (c.attack.layer, c.data.input_size),
+        "evaluate": (c.attack.layer, c.data.input_size, c.attack.backend, c.section_hash("evaluate")),
         "neighbours": (c.attack.k,),
         "metrics": (c.section_hash("metrics"), run.seeds["control_split"], run.seeds["bootstrap"]),
         "report": (c.section_hash("report"),),
@@ -294,6 +296,54 @@ def stage_embed(run: Run) -> Path:
     return run.embeddings_dir
 
 
+def stage_evaluate(run: Run) -> Path:
+    """Conventional metrics of each model on full images, at the backbone and the attack's layer:
+    kNN accuracy (database X) and a linear probe (fitted on the model's own training set), each on the
+    model's training images ("train") and on T ("test"), in ``evaluation.json``.
+
+    A model's training set is the one it trained on (its set plus the shared set). Each batch is read
+    once and embedded at every layer in one forward pass."""
+    table = load_table(run)
+    sets = load_split(run)
+    c = run.config
+    layers = evaluation_layers(c.attack.layer)
+    stacks = {model: LayerStack(load_encoder(run, model), layers) for model in MODELS}
+    device = distributed.device()
+
+    def embed(models: tuple[str, ...], rows: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
+        """{model: {layer: (N, D)}} of the full images at ``rows``."""
+        source = image_source(table, rows, c.data.image_size, c.data.workers)
+        batch = c.attack.batch_size
+        chunks = [np.arange(start, min(start + batch, len(rows))) for start in range(0, len(rows), batch)]
+        stacked = embed_batches({model: stacks[model] for model in models},
+                                (eval_images(images, c.data.input_size) for images in source.batches(chunks)),
+                                stacks[models[0]].key, device)
+        return {model: stacks[model].split(stacked[model]) for model in models}
+
+    public_rows = index_of_ids(table.ids, sets["X"], "split set X")
+    test_rows = index_of_ids(table.ids, sets["T"], "split set T")
+    public, test = embed(MODELS, public_rows), embed(MODELS, test_rows)
+    k = min(c.evaluate.knn_k, len(public_rows))
+    models, sizes = {}, {"X": len(public_rows), "T": len(test_rows)}
+    for model in MODELS:
+        train_rows = index_of_ids(table.ids, np.concatenate([sets[model], sets["shared"]]), f"split set {model}")
+        sizes[model] = len(train_rows)
+        train = embed((model,), train_rows)[model]
+        models[model] = {
+            layer: conventional_metrics(
+                public[model][layer], table.labels[public_rows], train[layer], table.labels[train_rows],
+                test[model][layer], table.labels[test_rows], n_classes=len(table.class_names), k=k,
+                probe_epochs=c.evaluate.probe_epochs, backend=c.attack.backend, seed=run.seeds["train"],
+                device=device,
+            )
+            for layer in layers
+        }
+    path = run.root / "evaluation.json"
+    write_json(path, {"k": k, "attack_layer": c.attack.layer, "layers": layers, "sizes": sizes,
+                      "models": models, "note": NOTE})
+    return path
+
+
 def stage_neighbours(run: Run) -> Path:
     """Exact k nearest public neighbours of every crop, in each model's own embedding space."""
     c = run.config
@@ -348,6 +398,7 @@ def stage_functions() -> dict[str, Callable[[Run], Path]]:
         "train_A": lambda run: stage_train(run, "A"),
         "train_B": lambda run: stage_train(run, "B"),
         "embed": stage_embed,
+        "evaluate": stage_evaluate,
         "neighbours": stage_neighbours,
         "metrics": stage_metrics,
         "report": stage_report,

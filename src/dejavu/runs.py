@@ -30,8 +30,8 @@ os.umask(_UMASK)
 # timings by it.
 DEPENDS = {
     "data": (), "split": ("data",), "crops": ("split",), "train_A": ("split",), "train_B": ("split",),
-    "embed": ("crops", "train_A", "train_B"), "neighbours": ("embed",), "metrics": ("neighbours",),
-    "report": ("metrics",),
+    "embed": ("crops", "train_A", "train_B"), "evaluate": ("train_A", "train_B", "split"),
+    "neighbours": ("embed",), "metrics": ("neighbours",), "report": ("metrics", "evaluate"),
 }
 STAGES = tuple(DEPENDS)
 
@@ -155,8 +155,9 @@ class Run:
             diffs = [d for d in diffs if d[0] not in ("threads", "data.workers")]
             if diffs:
                 key, was, now = diffs[0]
+                older = " (written by an older dejavu without that key)" if was is None else ""
                 raise RunFolderError(
-                    f"output folder '{self.root}' holds a different run ({key} was {was!r}, now {now!r}); "
+                    f"output folder '{self.root}' holds a different run ({key} was {was!r}, now {now!r}){older}; "
                     "choose another --out, or delete the folder to start over"
                 )
         elif self.root.is_dir() and any(self.root.iterdir()):

@@ -8,6 +8,7 @@ from dejavu.attack.vote import confidence, top_predictions, vote
 from dejavu.data.records import ImageTable, index_of_ids
 from dejavu.metrics.partition import PARTS, partition_labels, partition_shares
 from dejavu.metrics.population import FRACTIONS, accuracy_at, accuracy_curve
+from dejavu.metrics.roc import roc_summary
 from dejavu.metrics.stats import bootstrap_gap_ci, mcnemar_exact
 
 # (direction, attacked set, target model, reference model). The swapped direction B cancels any
@@ -17,9 +18,28 @@ DIRECTIONS = (("A", "A", "A", "B"), ("B", "B", "B", "A"))
 MIN_CONTROL_HALF = 10
 
 
-def _predict(neighbour_labels: np.ndarray, n_classes: int) -> dict[str, np.ndarray]:
+def _predict(neighbour_labels: np.ndarray, n_classes: int, labels: np.ndarray) -> dict[str, np.ndarray]:
     counts = vote(neighbour_labels, n_classes)
-    return {"top5": top_predictions(counts, 5), "confidence": confidence(counts)}
+    return {
+        "top5": top_predictions(counts, 5),
+        "confidence": confidence(counts),
+        # How many of the k neighbours carry the true label, and as a share of k.
+        "true_votes": counts[np.arange(len(labels)), labels],
+        "true_share": counts[np.arange(len(labels)), labels] / max(neighbour_labels.shape[1], 1),
+    }
+
+
+def dejavu_margin(target_true_share: np.ndarray, reference_true_share: np.ndarray) -> np.ndarray:
+    """Per-example déjà vu score: the target's share of the k neighbours that carry the true label minus
+    the reference's, in [-1, 1] (``(target votes - reference votes) / k``). Rounded to 6 decimals
+    (shares are multiples of 1/k, so equal margins stay exactly equal and the ranking is unchanged).
+
+    Example:
+        >>> dejavu_margin(np.array([4, 1, 2]) / 5, np.array([1, 1, 5]) / 5).tolist()
+        [0.6, 0.0, -0.6]
+    """
+    margin = np.asarray(target_true_share, dtype=np.float64) - np.asarray(reference_true_share, dtype=np.float64)
+    return margin.round(6) + 0.0  # + 0.0 turns a rounded -0.0 into 0.0
 
 
 def direction_table(
@@ -32,8 +52,8 @@ def direction_table(
     r_rows = index_of_ids(reference["ids"], ids, f"neighbours of model {reference_model}")
     labels = table.labels[index_of_ids(table.ids, ids, "dataset")]
     crop_rows = index_of_ids(crops["id"], ids, "crops.csv")
-    t = _predict(target["neighbour_labels"][t_rows], n_classes)
-    r = _predict(reference["neighbour_labels"][r_rows], n_classes)
+    t = _predict(target["neighbour_labels"][t_rows], n_classes, labels)
+    r = _predict(reference["neighbour_labels"][r_rows], n_classes, labels)
     t_correct = t["top5"][:, 0] == labels
     r_correct = r["top5"][:, 0] == labels
     return {
@@ -54,6 +74,9 @@ def direction_table(
         "target_top5_correct": (t["top5"] == labels[:, None]).any(axis=1).astype(int),
         "reference_top5_correct": (r["top5"] == labels[:, None]).any(axis=1).astype(int),
         "partition": partition_labels(t_correct, r_correct),
+        "target_true_votes": t["true_votes"],
+        "reference_true_votes": r["true_votes"],
+        "dejavu_score": dejavu_margin(t["true_share"], r["true_share"]),
     }
 
 
@@ -198,7 +221,9 @@ def verdict(attack: dict, control: dict, alpha: float) -> str:
 
 
 def summarise(tables: dict[str, dict[str, np.ndarray]], metrics_config, seed: int, class_names: np.ndarray | None = None) -> dict:
-    """``metrics.json``: pooled attack metrics at the top level, ``control`` with the same keys."""
+    """``metrics.json``: pooled attack metrics at the top level, ``control`` with the same keys, and
+    ``roc``: :func:`dejavu.metrics.roc.roc_summary` of the per-example ``dejavu_score``, attacked crops
+    (members) against control crops (non-members)."""
     attack = pooled_summary(tables["attack"], metrics_config, seed)
     control = pooled_summary(tables["control"], metrics_config, seed)
     halves = [d["n_attacked"] for d in control["directions"].values()]
@@ -206,6 +231,13 @@ def summarise(tables: dict[str, dict[str, np.ndarray]], metrics_config, seed: in
     control["indistinguishable_from_zero"] = bool(control["conclusive"] and control["mcnemar_p"] > 0.05)
     result = {"verdict": verdict(attack, control, metrics_config.alpha), "alpha": metrics_config.alpha, **attack,
               "control": control}
+    # Membership-inference view: the per-example score of attacked crops (members: trained on by their
+    # target) against control crops (non-members: trained on by neither model), each scored in its own
+    # direction.
+    result["roc"] = roc_summary(
+        tables["attack"]["dejavu_score"], tables["control"]["dejavu_score"],
+        bootstrap=metrics_config.bootstrap, level=metrics_config.ci_level, seed=seed,
+    )
     if class_names is not None:
         result["per_class"] = per_class(tables["attack"], class_names)
     return result

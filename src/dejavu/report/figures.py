@@ -153,6 +153,68 @@ def per_class_accuracy(metrics: Mapping[str, Any]) -> Figure:
     return figure
 
 
+def roc_figure(metrics: Mapping[str, Any]) -> Figure:
+    """ROC of the per-example déjà vu score, attacked crops (members) vs control crops (non-members).
+
+    metrics: ``metrics.json``; reads ``roc`` {``curve`` {fpr, tpr}, ``auc``, ``min_measurable_fpr``}.
+    FPR on a log scale from the smallest measurable FPR (1 / non-members) to 1; the curve's point at
+    FPR 0 is drawn at that left edge. The dotted line is chance (TPR = FPR).
+    """
+    figure = _figure(5.5, 4.2)
+    axes = figure.subplots()
+    roc = metrics.get("roc") or {}
+    curve = roc.get("curve") or {}
+    fpr = [_number(v) for v in curve.get("fpr", [])]
+    tpr = [_number(v) for v in curve.get("tpr", [])]
+    if not fpr:
+        axes.text(0.5, 0.5, "no ROC (no attacked or no control crops)", ha="center", va="center",
+                  transform=axes.transAxes)
+        axes.set_axis_off()
+        return figure
+    left = _number(roc.get("min_measurable_fpr"))
+    if not (0 < left < 1):  # one non-member (or a broken value): keep a usable axis
+        left = 0.1
+    chance = [left * (1 / left) ** (i / 100) for i in range(101)]
+    axes.plot(chance, chance, color="#7f7f7f", ls=":", lw=1.2, label="chance (TPR = FPR)")
+    x, y = _segments_on_log_axis(fpr, tpr, left)
+    axes.plot(x, y, color=TARGET_COLOUR, lw=2.0, label=f"déjà vu score, AUC {_number(roc.get('auc')):.3f}")
+    if len(fpr) < 60:  # the curve's vertices (one per distinct score), where few enough to see
+        axes.plot([max(v, left) for v in fpr], tpr, ls="none", marker=".", color=TARGET_COLOUR)
+    axes.set_xscale("log")
+    axes.set_xlim(left, 1.0)
+    axes.set_ylim(-0.02, 1.02)
+    axes.set_xlabel(f"false positive rate (control crops), log scale from 1/{_count(roc.get('n_nonmembers'))}")
+    axes.set_ylabel("true positive rate (attacked crops)")
+    axes.set_title("Membership-inference view")
+    axes.grid(alpha=0.3, which="both")
+    axes.legend(fontsize=8, loc="upper left")
+    return figure
+
+
+def _segments_on_log_axis(fpr: Sequence[float], tpr: Sequence[float], left: float,
+                          steps: int = 24) -> tuple[list[float], list[float]]:
+    """The ROC's straight segments (straight in linear FPR: a tied block, or what lies between two
+    kept vertices) sampled at log-spaced FPRs, so a log axis shows them as they are, not as straight
+    lines in log space. FPRs below ``left`` (FPR 0) are drawn at ``left``."""
+    xs, ys = [max(fpr[0], left)], [tpr[0]]
+    for f0, t0, f1, t1 in zip(fpr, tpr, fpr[1:], tpr[1:]):
+        start = max(f0, left)
+        if f1 <= start:  # vertical (or entirely left of the axis): only its end matters
+            xs.append(max(f1, left))
+            ys.append(t1)
+            continue
+        for i in range(1, steps + 1):
+            f = start * (f1 / start) ** (i / steps)
+            xs.append(f)
+            ys.append(t0 + (t1 - t0) * (f - f0) / (f1 - f0))
+    return xs, ys
+
+
+def _count(value: Any) -> str:
+    number = _number(value)
+    return "?" if math.isnan(number) else str(int(number))
+
+
 def training_curves(losses: Mapping[str, Sequence[float]], method: str) -> Figure:
     """Mean training loss per epoch of each model (``{"A": [...], "B": [...]}``)."""
     figure = _figure(5.0, 3.0)
@@ -190,4 +252,5 @@ FIGURES = {
     "partition": partition_bars,
     "gap": gap_intervals,
     "per_class": per_class_accuracy,
+    "roc": roc_figure,
 }

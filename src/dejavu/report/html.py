@@ -392,6 +392,55 @@ def control_section(metrics: Mapping[str, Any], level: float) -> str:
     )
 
 
+def _fraction_range(bounds: Sequence[Any] | None, show: Callable[[Any], str]) -> str:
+    if not bounds or any(_is_missing(v) for v in bounds):
+        return "n/a"
+    return f"{show(bounds[0])} to {show(bounds[1])}"
+
+
+def _auc_text(value: Any) -> str:
+    return "n/a" if _is_missing(value) else f"{float(value):.3f}"
+
+
+def membership_section(metrics: Mapping[str, Any], figures: Mapping[str, bytes]) -> str:
+    """AUC and TPR at low FPR of the per-example déjà vu score, attacked crops vs control crops (``roc``)."""
+    parts = [
+        '<h2 id="membership-inference">Membership-inference view</h2>',
+        "<p>Each crop's déjà vu score is the target's share of its k neighbours that carry the true label "
+        "minus the reference's ((target votes − reference votes) / k, from −1 to 1); thresholding it tells the "
+        "attacked crops (members: in their target model's training set) from the control crops (non-members: "
+        "trained on by neither model), each crop scored in its own direction.</p>",
+    ]
+    roc = metrics.get("roc")
+    if not roc:
+        parts.append('<p class="muted">Not in this run\'s metrics.json (written before this view existed); '
+                     "re-run the metrics stage to add it.</p>")
+        return "\n".join(parts)
+    level = _number_or_nan(roc.get("ci_level", metrics.get("ci_level", 0.95)))
+    min_fpr = _number_or_nan(roc.get("min_measurable_fpr"))
+    n_non = roc.get("n_nonmembers")
+    rows = [["AUC (0.5 = chance)", _auc_text(roc.get("auc")), _fraction_range(roc.get("auc_ci"), _auc_text)]]
+    for fpr, name in ((0.01, "1 %"), (0.001, "0.1 %")):
+        key = f"tpr_at_fpr_{fpr:g}"
+        if key not in roc:
+            continue
+        label = f"TPR at {name} FPR (chance: {name})"
+        if not math.isnan(min_fpr) and fpr < min_fpr:
+            label += " — not measurable, TPR at FPR 0"
+        rows.append([label, pct(roc.get(key)), _fraction_range(roc.get(key + "_ci"), pct)])
+    parts.append(table_html(["statistic", "value", f"{100 * level:.0f} % bootstrap interval"], rows, "roc"))
+    parts.append(
+        f"<p>{esc(integer(roc.get('n_members')))} attacked crops (directions A and B) against "
+        f"{esc(integer(n_non))} control crops (T1 and T2). Smallest measurable FPR: 1/{esc(integer(n_non))} = "
+        f"{esc('n/a' if math.isnan(min_fpr) else f'{min_fpr:.3g}')}; at any lower FPR the TPR reported is the "
+        "TPR at FPR 0 (attacked crops scoring above every control crop). Intervals resample attacked and control "
+        "crops separately; like the gap's, they ignore the randomness of training.</p>"
+    )
+    if "roc" in figures:
+        parts.append(_figure_div("roc", figures["roc"]))
+    return "\n".join(parts)
+
+
 def split_section(run: Run, metrics: Mapping[str, Any]) -> str:
     split = read_json(run.data_dir / "split.json")
     sizes = metrics.get("split_sizes") or split.get("sizes", {})
@@ -541,19 +590,28 @@ FIGURE_CAPTIONS = {
     "partition": "Which model infers the label: memorized = target only.",
     "gap": "Accuracy gap with its bootstrap interval; the control's should straddle zero.",
     "per_class": "Accuracy per foreground class (mean over the two directions).",
+    "roc": "ROC of the per-example déjà vu score: attacked crops (members) against control crops "
+           "(non-members), FPR on a log scale from the smallest measurable FPR (FPR 0 drawn at the left edge); "
+           "dotted: chance.",
 }
+# Figures shown inside their own section rather than under "Figures".
+SECTION_FIGURES = ("roc",)
+
+
+def _figure_div(name: str, png: bytes) -> str:
+    return (f'<div class="figure" id="fig-{esc(name)}">{img_tag(png, name)}<p class="muted">'
+            f"{esc(FIGURE_CAPTIONS.get(name, ''))}</p></div>")
 
 
 def render(run: Run, metrics: Mapping[str, Any], figures: Mapping[str, bytes], table: ImageTable,
            samples: list[dict[str, str]]) -> str:
     """The whole page as a string."""
+    from dejavu.report.conventional import conventional_section
+
     level = float(metrics.get("ci_level", 0.95))
     detected = "Déjà vu memorization detected" in str(metrics.get("verdict", ""))
     directions = [(f"direction {name}", detail) for name, detail in metrics.get("directions", {}).items()]
-    figure_html = "".join(
-        f'<div class="figure" id="fig-{esc(name)}">{img_tag(png, name)}<p class="muted">'
-        f"{esc(FIGURE_CAPTIONS.get(name, ''))}</p></div>" for name, png in figures.items()
-    )
+    figure_html = "".join(_figure_div(name, png) for name, png in figures.items() if name not in SECTION_FIGURES)
     return "\n".join([
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -572,10 +630,12 @@ def render(run: Run, metrics: Mapping[str, Any], figures: Mapping[str, bytes], t
         "<h2>Per direction</h2>",
         metrics_table(directions, level) if directions else "<p>No directions.</p>",
         control_section(metrics, level),
+        membership_section(metrics, figures),
         "<h2>Figures</h2>",
         figure_html,
         per_class_section(metrics),
         training_section(run),
+        conventional_section(run),
         split_section(run, metrics),
         crops_section(run, table),
         gallery_section(run, table, samples),
