@@ -241,3 +241,17 @@ def test_stage_command_runs_missing_prerequisites_first(tmp_path, capsys):
     out = tmp_path / "fresh"
     assert main(["crops", "--out", str(out), *TINY]) == 0
     assert (out / "data" / "crops.csv").is_file() and not (out / "models").exists()
+
+
+def test_a_folder_of_an_older_dejavu_is_claimed_when_new_keys_keep_their_defaults(tmp_path):
+    """A key added later (here the whole `evaluate` section) at its default changes nothing computed."""
+    config = load_config()
+    run = Run(tmp_path / "old", config)
+    run.claim()
+    saved = json.loads((run.root / "config.json").read_text())
+    del saved["evaluate"]
+    (run.root / "config.json").write_text(json.dumps(saved))
+    Run(run.root, config).claim()  # accepted
+    with pytest.raises(RunFolderError, match="written by an older dejavu"):
+        (run.root / "config.json").write_text(json.dumps(saved))
+        Run(run.root, load_config(None, ["evaluate.knn_k=7"])).claim()

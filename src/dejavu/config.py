@@ -80,6 +80,11 @@ class SplitConfig:
     drop_duplicates: bool = False
     # Proceed even when a duplicate crosses two sets (the report then says so).
     allow_leakage: bool = False
+    # Self-check: this many of A's boxed images (in all, 0: off) become canaries, planted memorization:
+    # model A sees each canary `canary_repeats` times per epoch (B and the sets A/B/X/T are unchanged);
+    # metrics.json["canaries"] and the report compare their detection with ordinary A images and T.
+    canaries: int = 0
+    canary_repeats: int = 10
 
 
 @dataclass
@@ -465,6 +470,15 @@ def validate(config: Config) -> None:
     if s.near_duplicate_distance < -1 or s.near_duplicate_distance > 15:
         raise ConfigError(
             f"config key 'split.near_duplicate_distance': expected -1 (off) to 15 bits, found {s.near_duplicate_distance}"
+        )
+    if s.canaries < 0:
+        raise ConfigError(f"config key 'split.canaries': expected 0 (off) or a positive count, found {s.canaries}")
+    if s.canary_repeats < 1:
+        raise ConfigError(f"config key 'split.canary_repeats': expected a positive integer, found {s.canary_repeats}")
+    if scenes and s.canaries > s.a_per_class * d.n_classes:  # file datasets: checked at split time
+        raise ConfigError(
+            f"config key 'split.canaries' = {s.canaries} is larger than A ({s.a_per_class} per class x "
+            f"{d.n_classes} classes = {s.a_per_class * d.n_classes} images)"
         )
     if s.public_from_per_class and s.public_from_per_class < s.a_per_class:
         raise ConfigError(

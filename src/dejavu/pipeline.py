@@ -158,6 +158,7 @@ def stage_split(run: Run) -> Path:
             "split.drop_duplicates=true to keep one image per duplicate cluster, or split.allow_leakage=true to "
             "proceed anyway (the report will say so)"
         )
+    canaries = choose_canaries(table, sets["A"], s.canaries, run.seeds["split"])
     path = run.data_dir / "split.json"
     write_json(path, {
         "seed": run.seeds["split"],
@@ -168,8 +169,28 @@ def stage_split(run: Run) -> Path:
         "leakage": leakage,
         "dropped_duplicates": dropped,
         "sets": {name: members.tolist() for name, members in sets.items()},
+        "canaries": canaries.tolist(),
+        "canary_repeats": s.canary_repeats,
     })
     return path
+
+
+def choose_canaries(table: ImageTable, a_ids: np.ndarray, count: int, split_seed: int) -> np.ndarray:
+    """``count`` ids (sorted) drawn among A's boxed images: the canaries (``split.canaries``).
+
+    Drawn after the split by a generator of its own (derived from the split seed), so A, B, X and T are
+    the same with and without canaries."""
+    if count == 0:
+        return np.array([], dtype=table.ids.dtype)
+    a_ids = np.sort(a_ids)
+    boxed = a_ids[table.boxed[index_of_ids(table.ids, a_ids, "split set A")]]
+    if count > len(boxed):
+        raise DataError(
+            f"config key 'split.canaries' = {count} is larger than the number of A's images with boxes "
+            f"({len(boxed)} of {len(a_ids)}): lower split.canaries"
+        )
+    rng = np.random.default_rng([split_seed, 0xCA4A])
+    return np.sort(rng.choice(boxed, size=count, replace=False))
 
 
 def load_split(run: Run) -> dict[str, np.ndarray]:
@@ -178,6 +199,12 @@ def load_split(run: Run) -> dict[str, np.ndarray]:
     sets = {name: np.array(payload["sets"][name]) for name in SET_NAMES}
     sets["shared"] = np.array(payload["sets"].get("shared", []), dtype=sets["A"].dtype)
     return sets
+
+
+def load_canaries(run: Run) -> tuple[np.ndarray, int]:
+    """The canary ids (empty when off, or for a split written before canaries existed) and their repeats."""
+    payload = read_json(run.data_dir / "split.json")
+    return np.array(payload.get("canaries", []), dtype=str), int(payload.get("canary_repeats", 1))
 
 
 CROP_COLUMNS = ("id", "set", "label", "width", "height", "n_boxes", "kept", "reason", "short_side",
@@ -247,7 +274,8 @@ def stage_train(run: Run, model: str) -> Path:
     """Train the model of set ``model`` (A: target, B: reference) on its set plus the shared set."""
     table = load_table(run)
     sets = load_split(run)
-    rows = index_of_ids(table.ids, np.concatenate([sets[model], sets["shared"]]), f"split set {model}")
+    canaries, repeats = load_canaries(run)
+    rows = training_rows(table, sets, model, canaries, repeats)
     c = run.config
     return train_encoder(
         image_source(table, rows, c.data.image_size, c.data.workers), c.train, c.data.input_size, run.seeds["train"], run.model_dir(model),
@@ -255,6 +283,19 @@ def stage_train(run: Run, model: str) -> Path:
         description=f"train {model} ({'target' if model == 'A' else 'reference'})",
         labels=table.labels[rows], n_classes=len(table.class_names),
     )
+
+
+def training_rows(table: ImageTable, sets: dict[str, np.ndarray], model: str, canaries: np.ndarray,
+                  repeats: int) -> np.ndarray:
+    """Table rows model ``model`` trains on: its set plus the shared set; for model A, each canary's row is
+    appended ``repeats - 1`` more times (so an epoch shows it ``repeats`` times). Model B: no canaries."""
+    rows = index_of_ids(table.ids, np.concatenate([sets[model], sets["shared"]]), f"split set {model}")
+    if model != "A" or len(canaries) == 0 or repeats <= 1:
+        return rows
+    extra = index_of_ids(table.ids, np.asarray(canaries), "canaries")
+    if not np.isin(extra, rows).all():
+        raise DataError("split.json lists canaries that are not in set A; re-run the split stage")
+    return np.concatenate([rows, np.tile(extra, repeats - 1)])
 
 
 def load_encoder(run: Run, model: str) -> torch.nn.Module:

@@ -153,6 +153,9 @@ class Run:
             new = self.config.to_dict()
             diffs = config_diff(old, new)
             diffs = [d for d in diffs if d[0] not in ("threads", "data.workers")]
+            # A key that a newer dejavu added, at its default value, changes nothing already computed.
+            defaults = Config().to_dict()
+            diffs = [d for d in diffs if not (d[1] is None and _lookup(defaults, d[0]) == d[2])]
             if diffs:
                 key, was, now = diffs[0]
                 older = " (written by an older dejavu without that key)" if was is None else ""
@@ -209,6 +212,14 @@ class Run:
     def mark_done(self, stage: str, fingerprint: str, **info: Any) -> None:
         # A fresh token per completion: stages that read this one see their fingerprints change.
         write_json(self.marker(stage), {"fingerprint": fingerprint, "token": uuid.uuid4().hex, **info})
+
+
+def _lookup(tree: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return None
+        tree = tree[part]
+    return tree
 
 
 def config_diff(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
