@@ -411,7 +411,8 @@ def stage_metrics(run: Run) -> Path:
     crops = load_crops(run)
     tables = attack_tables(table, crops, neighbours, n_classes=len(table.class_names),
                            control_seed=run.seeds["control_split"])
-    metrics = summarise(tables, c.metrics, run.seeds["bootstrap"], table.class_names)
+    canaries, repeats = load_canaries(run)
+    metrics = summarise(tables, c.metrics, run.seeds["bootstrap"], table.class_names, canaries, repeats)
     metrics["split_sizes"] = read_json(run.data_dir / "split.json")["sizes"]
     metrics["crops_skipped"] = {
         name: int(np.sum((crops["set"] == name) & (crops["kept"] == 0))) for name in CROP_SETS

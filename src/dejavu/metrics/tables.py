@@ -220,10 +220,55 @@ def verdict(attack: dict, control: dict, alpha: float) -> str:
     )
 
 
-def summarise(tables: dict[str, dict[str, np.ndarray]], metrics_config, seed: int, class_names: np.ndarray | None = None) -> dict:
+def _group_summary(rows: dict[str, np.ndarray]) -> dict:
+    """Plain means over the rows of one group (no pooling over directions)."""
+    n = len(rows["id"])
+    nan = float("nan")
+    t_ok, r_ok = rows["target_correct"].astype(bool), rows["reference_correct"].astype(bool)
+    out = {
+        "n": int(n),
+        "target_acc": float(t_ok.mean()) if n else nan,
+        "reference_acc": float(r_ok.mean()) if n else nan,
+        "memorized": float(np.mean(rows["partition"] == "memorized")) if n else nan,
+        "mean_dejavu_score": float(rows["dejavu_score"].mean()) if n else nan,
+    }
+    out["gap"] = out["target_acc"] - out["reference_acc"]
+    return out
+
+
+CANARY_GROUPS = ("canaries", "ordinary", "control")
+
+
+def canary_summary(tables: dict[str, dict[str, np.ndarray]], canaries: np.ndarray, repeats: int,
+                   metrics_config, seed: int) -> dict:
+    """``metrics.json["canaries"]``: the self-check of ``split.canaries``. Direction A's attacked crops split
+    into ``canaries`` (planted: model A saw them ``repeats`` times per epoch) and ``ordinary`` A images, and the
+    ``control`` crops (T1 and T2, each in its own direction): per group ``n``, ``target_acc``,
+    ``reference_acc``, ``gap``, ``memorized`` (share), ``mean_dejavu_score``; and ``roc``:
+    ``canaries_vs_T`` and ``ordinary_vs_T``, :func:`roc_summary` of the déjà vu score against the control's."""
+    attack = tables["attack"]
+    a = _select(attack, attack["direction"] == "A")
+    planted = np.isin(a["id"].astype(str), np.asarray(canaries).astype(str))
+    groups = {"canaries": _select(a, planted), "ordinary": _select(a, ~planted), "control": tables["control"]}
+    control_scores = tables["control"]["dejavu_score"]
+    return {
+        "ids": int(len(canaries)),
+        "repeats": int(repeats),
+        **{name: _group_summary(rows) for name, rows in groups.items()},
+        "roc": {
+            f"{name}_vs_T": roc_summary(groups[name]["dejavu_score"], control_scores, fprs=(0.01,),
+                                        bootstrap=metrics_config.bootstrap, level=metrics_config.ci_level, seed=seed)
+            for name in ("canaries", "ordinary")
+        },
+    }
+
+
+def summarise(tables: dict[str, dict[str, np.ndarray]], metrics_config, seed: int, class_names: np.ndarray | None = None,
+              canaries: np.ndarray | None = None, canary_repeats: int = 1) -> dict:
     """``metrics.json``: pooled attack metrics at the top level, ``control`` with the same keys, and
     ``roc``: :func:`dejavu.metrics.roc.roc_summary` of the per-example ``dejavu_score``, attacked crops
-    (members) against control crops (non-members)."""
+    (members) against control crops (non-members). With ``canaries`` (ids, non-empty): ``canaries``,
+    :func:`canary_summary`."""
     attack = pooled_summary(tables["attack"], metrics_config, seed)
     control = pooled_summary(tables["control"], metrics_config, seed)
     halves = [d["n_attacked"] for d in control["directions"].values()]
@@ -240,6 +285,8 @@ def summarise(tables: dict[str, dict[str, np.ndarray]], metrics_config, seed: in
     )
     if class_names is not None:
         result["per_class"] = per_class(tables["attack"], class_names)
+    if canaries is not None and len(canaries):
+        result["canaries"] = canary_summary(tables, canaries, canary_repeats, metrics_config, seed)
     return result
 
 
