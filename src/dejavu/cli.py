@@ -73,6 +73,11 @@ def _parser() -> argparse.ArgumentParser:
     common(run_parser)
     resume(run_parser)
     slurm(run_parser)
+    sweep = sub.add_parser("sweep", allow_abbrev=False,
+                           help="a study: one run per point of a grid of config keys (x seeds), a CSV, figures "
+                                "and an index.html linking every point's report")
+    sweep.add_argument("--config", type=Path, required=True, help="the study YAML (see configs/studies/smoke.yaml)")
+    sweep.add_argument("--out", type=Path, default=None, help="sweep folder (default: runs/<study name>)")
     examples = sub.add_parser("examples", allow_abbrev=False, help="write tiny example datasets in every supported layout "
                                                "(imagenet, voc, coco, manifest) to try the commands of README")
     examples.add_argument("out", type=Path, help="folder to write them into (one subfolder per layout)")
@@ -177,6 +182,13 @@ def _dispatch(command: str, args: argparse.Namespace) -> int:
 
     if command == "examples":
         return _examples(args.out)
+    if command == "sweep":
+        from dejavu.sweep import run_sweep
+
+        out = args.out or Path("runs") / args.config.stem
+        index = run_sweep(args.config, out)
+        print(f"dejavu sweep: {out.resolve() / 'sweep.csv'}; report: {index.resolve()}")
+        return 0
     if getattr(args, "slurm_partition", None) or getattr(args, "slurm_executor", None):
         return _submit(command, args)
     changed = [f"--{key.replace('_', '-')}" for key, default in SLURM_DEFAULTS.items()
