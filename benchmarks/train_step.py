@@ -95,8 +95,8 @@ def main() -> None:
     print(f"device: {name}; backbone {args.backbone}, {args.input_size} px, batch {args.batch}, {args.precision}; "
           f"median of {args.repeats} blocks of {args.steps} steps, bare and full interleaved; "
           f"allocator {'keeps freed memory' if tuned else 'plain'}")
-    print(f"| method | views | (a) bare img/s | (b) full step img/s | b / a |")
-    print(f"|---|---|---|---|---|")
+    print("| method | views | (a) bare img/s | (b) full step img/s | b / a |")
+    print("|---|---|---|---|---|")
     for method_name in args.methods:
         row = measure(method_name, args, device)
         print(f"| {row['method']} | {row['views']} | {row['bare']:.0f} | {row['full']:.0f} | {row['ratio']:.1%} |", flush=True)

@@ -113,3 +113,17 @@ def test_override_errors_do_not_blame_the_file(tmp_path):
     assert "ok.yaml" not in str(info.value) and "train.projector" in str(info.value)
     with pytest.raises(ConfigError, match="is a folder"):
         load_config(tmp_path)
+
+
+def test_config_choices_name_exactly_what_the_code_builds():
+    """config.CHOICES is spelled out (importing torchvision to build the CLI would slow every command); it
+    must list exactly the backbones, stems, optimisers and methods the code knows."""
+    from dejavu.config import CHOICES
+    from dejavu.models.backbones import BACKBONES, STEMS
+    from dejavu.train.methods import METHODS
+    from dejavu.train.optim import OPTIMIZERS
+
+    assert CHOICES["train.backbone"] == BACKBONES
+    assert CHOICES["train.stem"] == STEMS
+    assert CHOICES["train.optimizer"] == OPTIMIZERS
+    assert CHOICES["train.method"] == tuple(METHODS)

@@ -158,7 +158,7 @@ def _submit(command: str, args: argparse.Namespace) -> int:
         partition=args.slurm_partition or "", nodes=args.nodes, gpus_per_node=args.gpus_per_node,
         cpus_per_task=args.cpus_per_task, time_min=args.slurm_time, executor=args.slurm_executor or "slurm",
     )
-    out = (args.out or Path("runs") / (args.config.stem if args.config else "demo")).resolve()
+    out = _default_out(args).resolve()
     job_argv = [command, *(["--config", str(args.config.resolve())] if args.config else []), "--out", str(out)]
     if command == "train" and args.model:
         job_argv += ["--model", args.model]
@@ -174,6 +174,11 @@ def _submit(command: str, args: argparse.Namespace) -> int:
     return 0
 
 
+def _default_out(args: argparse.Namespace) -> Path:
+    """--out, or runs/<config file's name> (runs/demo without --config)."""
+    return args.out or Path("runs") / (args.config.stem if args.config else "demo")
+
+
 def _dispatch(command: str, args: argparse.Namespace) -> int:
     from dejavu.pipeline import run_all, run_stage, set_threads, upstream_of
     from dejavu.runs import Run
@@ -185,7 +190,7 @@ def _dispatch(command: str, args: argparse.Namespace) -> int:
     if command == "sweep":
         from dejavu.sweep import run_sweep
 
-        out = args.out or Path("runs") / args.config.stem
+        out = _default_out(args)
         index = run_sweep(args.config, out)
         print(f"dejavu sweep: {out.resolve() / 'sweep.csv'}; report: {index.resolve()}")
         return 0
@@ -202,8 +207,7 @@ def _dispatch(command: str, args: argparse.Namespace) -> int:
         sys.stdout = open(os.devnull, "w")
     args.overrides = [*args.overrides, *_shorthand_overrides(args)]
 
-    name = args.config.stem if args.config else "demo"
-    out = args.out or Path("runs") / name
+    out = _default_out(args)
     saved = out / "config.json"
     resume = getattr(args, "resume", False)
     if resume and not saved.is_file():

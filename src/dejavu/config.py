@@ -170,11 +170,8 @@ class SupervisedConfig:
     label_smoothing: float = 0.0
 
 
-# The per-method sections of `train`; only the selected method's section is part of a recipe.
-METHOD_SECTIONS = {
-    "vicreg": "vicreg", "simclr": "simclr", "barlow_twins": "barlow_twins",
-    "byol": "byol", "dino": "dino", "supervised": "supervised",
-}
+# The methods; each has a section of `train` named after it, and only the selected one is part of a recipe.
+METHOD_NAMES = ("vicreg", "simclr", "barlow_twins", "byol", "dino", "supervised")
 
 
 @dataclass
@@ -225,9 +222,9 @@ class TrainConfig:
 def train_recipe(train: TrainConfig) -> dict[str, Any]:
     """The training section without the sections of methods not selected (they change nothing)."""
     recipe = dataclasses.asdict(train)
-    for method, section in METHOD_SECTIONS.items():
+    for method in METHOD_NAMES:
         if method != train.method:
-            recipe.pop(section)
+            recipe.pop(method)
     recipe.pop("resume_every_s")  # how often the resume state is saved does not change the weights
     return recipe
 
@@ -298,7 +295,7 @@ CHOICES = {
     "split.scheme": ("auto", "balanced", "paper"),
     "crop.mode": ("periphery", "corner"),
     "crop.rule": ("optimal", "paper"),
-    "train.method": tuple(METHOD_SECTIONS),
+    "train.method": METHOD_NAMES,
     "train.backbone": ("convnet", "resnet18", "resnet50", "resnet101", "vit_tiny", "vit_small", "vit_base"),
     "train.stem": ("auto", "small", "imagenet"),
     "train.optimizer": ("adamw", "sgd", "lars"),

@@ -33,7 +33,7 @@ from dejavu.errors import DataError, RunFolderError
 from dejavu.evaluate.conventional import NOTE, LayerStack, conventional_metrics, evaluation_layers
 from dejavu.metrics.tables import attack_tables, summarise
 from dejavu.models.encoder import build_encoder
-from dejavu.runs import DEPENDS, Run, atomic_path, load_npz, read_json, save_npz, write_json, write_text
+from dejavu.runs import DEPENDS, Run, load_npz, read_json, save_npz, write_json, write_text
 from dejavu.train import distributed
 from dejavu.train.checkpoints import load_weights
 from dejavu.train.loop import recipe_fingerprint, train_encoder
@@ -61,13 +61,14 @@ def upstream_of(stages: list[str]) -> list[str]:
 
 def _own_config(run: Run, stage: str) -> str:
     c = run.config
+    recipe = json.dumps(train_recipe(c.train), sort_keys=True)
     own = {
         # How many processes decode is not part of what the data stage computes.
         "data": (_hash(sorted((k, str(v)) for k, v in c.to_dict()["data"].items() if k != "workers")), run.seeds["data"]),
         "split": (c.section_hash("split"), run.seeds["split"]),
         "crops": (c.section_hash("crop"),),
-        "train_A": (json.dumps(train_recipe(c.train), sort_keys=True), c.data.input_size, run.seeds["train"], "A"),
-        "train_B": (json.dumps(train_recipe(c.train), sort_keys=True), c.data.input_size, run.seeds["train"], "B"),
+        "train_A": (recipe, c.data.input_size, run.seeds["train"], "A"),
+        "train_B": (recipe, c.data.input_size, run.seeds["train"], "B"),
         "embed": (c.attack.layer, c.data.input_size),
         "evaluate": (c.attack.layer, c.data.input_size, c.attack.backend, c.section_hash("evaluate")),
         "neighbours": (c.attack.k,),
@@ -285,11 +286,16 @@ def stage_train(run: Run, model: str) -> Path:
     )
 
 
+def own_rows(table: ImageTable, sets: dict[str, np.ndarray], model: str) -> np.ndarray:
+    """Table rows of model ``model``'s training set: its set plus the shared set, each image once."""
+    return index_of_ids(table.ids, np.concatenate([sets[model], sets["shared"]]), f"split set {model}")
+
+
 def training_rows(table: ImageTable, sets: dict[str, np.ndarray], model: str, canaries: np.ndarray,
                   repeats: int) -> np.ndarray:
     """Table rows model ``model`` trains on: its set plus the shared set; for model A, each canary's row is
     appended ``repeats - 1`` more times (so an epoch shows it ``repeats`` times). Model B: no canaries."""
-    rows = index_of_ids(table.ids, np.concatenate([sets[model], sets["shared"]]), f"split set {model}")
+    rows = own_rows(table, sets, model)
     if model != "A" or len(canaries) == 0 or repeats <= 1:
         return rows
     extra = index_of_ids(table.ids, np.asarray(canaries), "canaries")
@@ -367,7 +373,7 @@ def stage_evaluate(run: Run) -> Path:
     k = min(c.evaluate.knn_k, len(public_rows))
     models, sizes = {}, {"X": len(public_rows), "T": len(test_rows)}
     for model in MODELS:
-        train_rows = index_of_ids(table.ids, np.concatenate([sets[model], sets["shared"]]), f"split set {model}")
+        train_rows = own_rows(table, sets, model)
         sizes[model] = len(train_rows)
         train = embed((model,), train_rows)[model]
         models[model] = {

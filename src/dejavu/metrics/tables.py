@@ -20,12 +20,13 @@ MIN_CONTROL_HALF = 10
 
 def _predict(neighbour_labels: np.ndarray, n_classes: int, labels: np.ndarray) -> dict[str, np.ndarray]:
     counts = vote(neighbour_labels, n_classes)
+    # How many of the k neighbours carry the true label, and as a share of k.
+    true_votes = counts[np.arange(len(labels)), labels]
     return {
         "top5": top_predictions(counts, 5),
         "confidence": confidence(counts),
-        # How many of the k neighbours carry the true label, and as a share of k.
-        "true_votes": counts[np.arange(len(labels)), labels],
-        "true_share": counts[np.arange(len(labels)), labels] / max(neighbour_labels.shape[1], 1),
+        "true_votes": true_votes,
+        "true_share": true_votes / max(neighbour_labels.shape[1], 1),
     }
 
 

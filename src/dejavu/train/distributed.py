@@ -94,7 +94,7 @@ def broadcast_flag(value: bool) -> bool:
 
 def on_rank_zero(work, what: str):
     """Run ``work()`` on rank zero only; the others wait, and fail too if it failed (rather than wait forever)."""
-    result, failed = None, False
+    result = None
     if is_main():
         try:
             result = work()

@@ -8,19 +8,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
-
 from torch import nn
+from tqdm import tqdm
 
 from dejavu.config import TrainConfig, train_recipe
 from dejavu.data.augment import ssl_view, to_float
 from dejavu.data.sources import ArraySource, FileSource
-from dejavu.errors import ConfigError
+from dejavu.errors import CheckpointError, ConfigError
 from dejavu.runs import write_json
 from dejavu.train import distributed as dist
 from dejavu.train.allocator import keep_freed_memory
 from dejavu.train.methods import METHODS, Method, build_method
-from dejavu.errors import CheckpointError
 from dejavu.train.checkpoints import load_resume, save_resume, save_weights
 from dejavu.train.optim import build_optimizer, lr_schedule
 
@@ -138,7 +136,7 @@ def train_encoder(
     lr = config.lr * (batch / 256 if config.lr_scaling == "linear" else 1.0)
     optimizer = build_optimizer(params, config.optimizer, lr, config.weight_decay, config.momentum)
     scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
-    _autocast(device, config.precision)  # refuse fp16 on a CPU before any work
+    check_precision(device, config.precision)  # refuse fp16 on a CPU before any work
     generator = torch.Generator().manual_seed(seed)  # on the CPU: the same draws on any device
     rates = lr_schedule(lr, config.epochs, steps_per_epoch, config.warmup_epochs, config.schedule)
     history: list[float] = []
@@ -182,7 +180,7 @@ def train_encoder(
             batch_labels = label_tensor[chunks[step]].to(device) if label_tensor is not None else None
             losses += optimisation_step(model, method, optimizer, scaler, views, batch_labels, iteration, config)
             seen += len(uint8_batch) * world
-        history.append(float(dist.mean_over_processes(losses)) / max(steps_per_epoch, 1))
+        history.append(dist.mean_over_processes(losses) / max(steps_per_epoch, 1))
         done = epoch + 1
         rate = seen / max(time.perf_counter() - clock, 1e-9)
         bar.set_postfix(loss=f"{history[-1]:.3f}", img_s=f"{rate:.0f}", refresh=False)
