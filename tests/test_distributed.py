@@ -157,3 +157,23 @@ def test_slurm_options_are_checked_before_anything_is_queued(tmp_path, capsys, m
     assert main(["run", "--out", out, "--slurm-partition", "gpu"]) == 2
     assert "already runs inside a submitted dejavu job" in capsys.readouterr().err
     assert not (tmp_path / "r.slurm").exists() and not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+def test_a_sweep_under_torchrun_trains_each_shared_training_once_on_both_processes(tmp_path):
+    study = tmp_path / "study.yaml"
+    study.write_text(f"config: {ROOT / 'configs' / 'smoke.yaml'}\n"
+                     "overrides: [train.epochs=3, train.warmup_epochs=0, threads=1, metrics.bootstrap=50]\n"
+                     "grid: {attack.layer: [backbone, projector]}\n")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([*TORCHRUN, "-m", "dejavu", "sweep", "--config", str(study), "--out", str(tmp_path / "sweep")],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("dejavu sweep:") == 1  # rank zero alone reports
+    rows = (tmp_path / "sweep" / "sweep.csv").read_text().splitlines()
+    assert len(rows) == 3 and rows[1].startswith("grid,backbone") and rows[2].startswith("grid,projector")
+    first, second = (tmp_path / "sweep" / "points" / name for name in ("layer=backbone_seed=0", "layer=projector_seed=0"))
+    assert json.loads((first / "models" / "A" / "history.json").read_text())["processes"] == 2
+    marker = json.loads((second / "stages" / "train_A.done.json").read_text())
+    assert marker["adopted_from"] == str(first)
+    assert (second / "report.html").is_file()

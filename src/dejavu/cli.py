@@ -74,8 +74,9 @@ def _parser() -> argparse.ArgumentParser:
     resume(run_parser)
     slurm(run_parser)
     sweep = sub.add_parser("sweep", allow_abbrev=False,
-                           help="a study: one run per point of a grid of config keys (x seeds), a CSV, figures "
-                                "and an index.html linking every point's report")
+                           help="a study: one run per point of one or more grids of config keys (x seeds); points "
+                                "that differ only after training share it; CSVs, figures and an index.html "
+                                "linking every point's report")
     sweep.add_argument("--config", type=Path, required=True, help="the study YAML (see configs/studies/smoke.yaml)")
     sweep.add_argument("--out", type=Path, default=None, help="sweep folder (default: runs/<study name>)")
     examples = sub.add_parser("examples", allow_abbrev=False, help="write tiny example datasets in every supported layout "
@@ -191,6 +192,10 @@ def _dispatch(command: str, args: argparse.Namespace) -> int:
         from dejavu.sweep import run_sweep
 
         out = _default_out(args)
+        # Under torchrun every process trains each point; rank zero alone runs the other stages and writes.
+        distributed.init()
+        if not distributed.is_main():
+            sys.stdout = open(os.devnull, "w")
         index = run_sweep(args.config, out)
         print(f"dejavu sweep: {out.resolve() / 'sweep.csv'}; report: {index.resolve()}")
         return 0

@@ -215,6 +215,9 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     # Keep weights every N epochs for epoch sweeps (0: final weights only).
     checkpoint_every: int = 0
+    # Seed of the training alone (initialisation, augmentations, batch order); -1: derived from the run's
+    # `seed` like every other random choice. Set it to repeat a training over a fixed data split.
+    seed: int = -1
     # The resume state is written after an epoch when this many seconds passed since the last one.
     resume_every_s: float = 10.0
 
@@ -226,7 +229,15 @@ def train_recipe(train: TrainConfig) -> dict[str, Any]:
         if method != train.method:
             recipe.pop(method)
     recipe.pop("resume_every_s")  # how often the resume state is saved does not change the weights
+    if train.seed == -1:
+        recipe.pop("seed")  # the default leaves the recipe (and checkpoints written before the key) as they were
     return recipe
+
+
+def saved_epochs(train: TrainConfig) -> list[int]:
+    """The epochs whose weights a training keeps: every ``checkpoint_every``-th, and the last."""
+    every = train.checkpoint_every
+    return sorted({*(range(every, train.epochs, every) if every else ()), train.epochs})
 
 
 @dataclass
@@ -234,6 +245,9 @@ class AttackConfig:
     """Label inference from the periphery crop by k nearest public neighbours."""
 
     layer: str = "projector"
+    # The weights audited (attack and conventional metrics): those after this training epoch, one of the
+    # epochs the training keeps (train.checkpoint_every); 0: the final weights.
+    epoch: int = 0
     k: int = 100
     backend: str = "faiss"
     batch_size: int = 512
@@ -519,6 +533,18 @@ def validate(config: Config) -> None:
         raise ConfigError(f"config key 'train.lr': expected a positive learning rate, found {t.lr}")
     if t.checkpoint_every < 0:
         raise ConfigError(f"config key 'train.checkpoint_every': expected >= 0, found {t.checkpoint_every}")
+    if t.seed < -1:
+        raise ConfigError(f"config key 'train.seed': expected -1 (derived from seed) or a non-negative integer, found {t.seed}")
+    if a.epoch < 0:
+        raise ConfigError(f"config key 'attack.epoch': expected 0 (final weights) or a training epoch, found {a.epoch}")
+    if a.epoch and a.epoch not in saved_epochs(t):
+        kept = saved_epochs(t)
+        shown = ", ".join(map(str, kept)) if len(kept) <= 12 else f"{', '.join(map(str, kept[:10]))}, ..., {kept[-1]}"
+        raise ConfigError(
+            f"config key 'attack.epoch' = {a.epoch}: the training keeps weights only after epochs {shown} "
+            f"(train.epochs = {t.epochs}, train.checkpoint_every = {t.checkpoint_every}); choose one of those, "
+            f"or set train.checkpoint_every to a divisor of it (e.g. train.checkpoint_every={a.epoch})"
+        )
     if len(t.widths) < 1 or min(t.widths) < 1:
         raise ConfigError(f"config key 'train.widths': expected positive channel widths, found {t.widths}")
     aug = t.augment

@@ -29,7 +29,7 @@ from dejavu.data.leakage import duplicate_keep_mask, exact_duplicate_pairs, leak
 from dejavu.data.records import ImageTable, index_of_ids
 from dejavu.data.sources import crop_batches, image_source
 from dejavu.data.splits import SET_NAMES, paper_partition, resolve_scheme, split_checks, split_ids
-from dejavu.errors import DataError, RunFolderError
+from dejavu.errors import CheckpointError, DataError, RunFolderError
 from dejavu.evaluate.conventional import NOTE, LayerStack, conventional_metrics, evaluation_layers
 from dejavu.metrics.tables import attack_tables, summarise
 from dejavu.models.encoder import build_encoder
@@ -62,6 +62,8 @@ def upstream_of(stages: list[str]) -> list[str]:
 def _own_config(run: Run, stage: str) -> str:
     c = run.config
     recipe = json.dumps(train_recipe(c.train), sort_keys=True)
+    # The final epoch is the final weights: attack.epoch = train.epochs fingerprints as 0 does.
+    epoch = () if c.attack.epoch in (0, c.train.epochs) else (c.attack.epoch,)
     own = {
         # How many processes decode is not part of what the data stage computes.
         "data": (_hash(sorted((k, str(v)) for k, v in c.to_dict()["data"].items() if k != "workers")), run.seeds["data"]),
@@ -69,8 +71,9 @@ def _own_config(run: Run, stage: str) -> str:
         "crops": (c.section_hash("crop"),),
         "train_A": (recipe, c.data.input_size, run.seeds["train"], "A"),
         "train_B": (recipe, c.data.input_size, run.seeds["train"], "B"),
-        "embed": (c.attack.layer, c.data.input_size),
-        "evaluate": (c.attack.layer, c.data.input_size, c.attack.backend, c.section_hash("evaluate")),
+        # attack.epoch joins only when set, so runs made before the key keep their fingerprints.
+        "embed": (c.attack.layer, c.data.input_size, *epoch),
+        "evaluate": (c.attack.layer, c.data.input_size, c.attack.backend, c.section_hash("evaluate"), *epoch),
         "neighbours": (c.attack.k,),
         "metrics": (c.section_hash("metrics"), run.seeds["control_split"], run.seeds["bootstrap"]),
         "report": (c.section_hash("report"),),
@@ -304,11 +307,27 @@ def training_rows(table: ImageTable, sets: dict[str, np.ndarray], model: str, ca
     return np.concatenate([rows, np.tile(extra, repeats - 1)])
 
 
+def weights_path(run: Run, model: str) -> Path:
+    """The weights audited (``attack.epoch``): the final ones, or the checkpoint kept after that epoch."""
+    epoch, final = run.config.attack.epoch, run.config.train.epochs
+    if not epoch or epoch == final:
+        return run.model_dir(model) / "model.safetensors"
+    path = run.model_dir(model) / "checkpoints" / f"epoch_{epoch:05d}.safetensors"
+    if not path.is_file():
+        kept = sorted(int(p.stem.split("_")[1]) for p in path.parent.glob("epoch_*.safetensors"))
+        raise CheckpointError(
+            f"config key 'attack.epoch' = {epoch}, but '{path.parent}' holds weights after epochs "
+            f"{kept or 'none'} (and the final {final}): the checkpoint was deleted or never written. Choose one of "
+            f"those, or train again: dejavu train --model {model} --out {run.root}"
+        )
+    return path
+
+
 def load_encoder(run: Run, model: str) -> torch.nn.Module:
     encoder = build_encoder(run.config.train, run.config.data.input_size)
     c = run.config
     expected = recipe_fingerprint(c.train, c.data.input_size, run.seeds["train"], fingerprints(run)[f"train_{model}"])
-    load_weights(run.model_dir(model) / "model.safetensors", encoder, {"recipe": expected["recipe"], "data": expected["data"]})
+    load_weights(weights_path(run, model), encoder, {"recipe": expected["recipe"], "data": expected["data"]})
     encoder.eval()
     return encoder
 

@@ -104,11 +104,17 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def derive_seeds(seed: int) -> dict[str, int]:
-    """Independent per-purpose seeds from the run's one seed (recorded in ``run.json``)."""
+def derive_seeds(seed: int, train_seed: int = -1) -> dict[str, int]:
+    """Independent per-purpose seeds from the run's one seed (recorded in ``run.json``).
+
+    ``train_seed`` (``train.seed``, -1: off) replaces the training's seed alone, so a training can be
+    repeated over the same data and split."""
     names = ["data", "split", "train", "control_split", "bootstrap"]
     children = np.random.SeedSequence(seed).spawn(len(names))
-    return {name: int(child.generate_state(1)[0]) for name, child in zip(names, children)}
+    seeds = {name: int(child.generate_state(1)[0]) for name, child in zip(names, children)}
+    if train_seed >= 0:
+        seeds["train"] = derive_seeds(train_seed)["train"]
+    return seeds
 
 
 class Run:
@@ -117,7 +123,7 @@ class Run:
     def __init__(self, root: str | Path, config: Config):
         self.root = Path(root)
         self.config = config
-        self.seeds = derive_seeds(config.seed)
+        self.seeds = derive_seeds(config.seed, config.train.seed)
 
     # Paths -------------------------------------------------------------------------------------
     @property
@@ -176,6 +182,7 @@ class Run:
             self.root / "run.json",
             {
                 "seed": self.config.seed,
+                "train_seed": self.config.train.seed,
                 "derived_seeds": self.seeds,
                 "python": platform.python_version(),
                 "torch": torch.__version__,

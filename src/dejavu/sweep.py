@@ -1,20 +1,30 @@
-"""``dejavu sweep``: one study = a base config, a grid of config keys, and seeds; one run folder per point.
+"""``dejavu sweep``: one study = a base config, one or more grids of config keys, and seeds.
 
-A study file::
+A study file with one grid::
 
     config: ../smoke.yaml          # the base config (relative to this file), optional
     overrides: [train.epochs=20]   # dotted overrides applied to every point, optional
     grid:                          # every combination of these values is a point
       train.vicreg.sim_weight: [10, 25]
-    seeds: 2                       # each point repeated with seed, seed + 1, ... (data split included)
+    seeds: 2                       # each point repeated over seeds (see redraw_split)
+    redraw_split: true             # true: seed, seed + 1, ... (data, split and training re-drawn);
+                                   # false: one data split, train.seed = seed, seed + 1, ... (training only)
 
-Each point is an ordinary run folder under ``<out>/points/`` (its own report.html); the sweep writes
-``sweep.csv`` (one row per point and seed), ``sweep.json`` (the study, resolved) and ``index.html``
-with paper-style figures against the first grid key. A killed sweep resumes: finished points are skipped
-by their run folders.
+or with named grids, each drawn as its own figure (``configs/studies/paper_findings.yaml``)::
 
-First version (issue 5, in progress): every point trains its own models, even where two points would
-share a training (e.g. a grid over ``attack.layer``); epochs are swept by training for each value.
+    sweeps:
+      epochs: {grid: {attack.epoch: [100, 250, 1000]}}
+      set_size: {grid: {split.a_per_class: [10, 20], split.b_per_class: [10, 20]}, zip: true}
+      layer: {grid: {attack.layer: [backbone, projector]}, overrides: [attack.k=50]}
+
+``zip: true`` pairs the keys' values (the i-th values form the i-th point) instead of combining them.
+
+Each point is an ordinary run folder under ``<out>/points/`` (its own report.html). Before a point runs
+it adopts every stage another point already finished with the same fingerprint (:mod:`dejavu.reuse`):
+points that differ only downstream of training (``attack.epoch``, ``attack.layer``, ``attack.k``, crops,
+metrics) share one training, and an epoch sweep attacks the checkpoints of one run. The sweep writes
+``sweep.csv`` (one row per point and seed), ``summary.csv`` (one row per point: mean ± spread over seeds
+and the verdict), ``sweep.json`` and ``index.html``. A killed sweep resumes: finished points are skipped.
 """
 
 from __future__ import annotations
@@ -23,23 +33,30 @@ import csv
 import io
 import itertools
 import json
+import math
+import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
+import numpy as np
 import yaml
 
 from dejavu.config import Config, load_config
 from dejavu.errors import ConfigError
 from dejavu.runs import Run, read_json, write_json, write_text
 
-STUDY_KEYS = ("config", "overrides", "grid", "seeds")
+STUDY_KEYS = ("config", "overrides", "grid", "zip", "sweeps", "seeds", "redraw_split")
+SWEEP_KEYS = ("grid", "zip", "overrides")
+SINGLE = "grid"  # the name of the one sweep of a study written with a top-level grid
 
 
 @dataclass
 class Point:
+    sweep: str
     values: dict[str, Any]
-    seed: int
+    seed: int  # the seed that varies over repeats: the run's seed, or train.seed with a fixed split
     name: str
     config: Config
 
@@ -54,6 +71,31 @@ def _slug(values: dict[str, Any], seed: int) -> str:
     return "".join(ch if ch.isalnum() or ch in "=._-" else "-" for ch in text)
 
 
+def _overrides(where: str, value: Any) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ConfigError(f"{where}: 'overrides' must be a list of KEY=VALUE strings")
+    return value
+
+
+def _combinations(where: str, grid: Any, zipped: Any) -> list[dict[str, Any]]:
+    if not isinstance(grid, dict) or not grid:
+        raise ConfigError(f"{where}: 'grid' is empty; give at least one key with a list of values, "
+                          "e.g. grid: {train.vicreg.sim_weight: [10, 25]}")
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{where}: grid key '{key}' needs a non-empty list of values, found {values!r}")
+    if not isinstance(zipped or False, bool):
+        raise ConfigError(f"{where}: 'zip' must be true or false, found {zipped!r}")
+    if zipped:
+        lengths = {key: len(values) for key, values in grid.items()}
+        if len(set(lengths.values())) > 1:
+            raise ConfigError(f"{where}: with zip: true every grid key needs as many values; found {lengths}")
+        return [dict(zip(grid, combination)) for combination in zip(*grid.values())]
+    return [dict(zip(grid, combination)) for combination in itertools.product(*grid.values())]
+
+
 def load_study(path: str | Path) -> tuple[dict[str, Any], list[Point]]:
     """Read and validate a study file; every point's config is built (and validated) before any work."""
     path = Path(path)
@@ -63,38 +105,76 @@ def load_study(path: str | Path) -> tuple[dict[str, Any], list[Point]]:
         study = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"study file '{path}' is not valid YAML: {exc}") from None
+    where = f"study file '{path}'"
     if not isinstance(study, dict):
-        raise ConfigError(f"study file '{path}': expected a mapping with keys {', '.join(STUDY_KEYS)}")
+        raise ConfigError(f"{where}: expected a mapping with keys {', '.join(STUDY_KEYS)}")
     unknown = sorted(set(study) - set(STUDY_KEYS))
     if unknown:
-        raise ConfigError(f"study file '{path}': unknown key '{unknown[0]}'; valid: {', '.join(STUDY_KEYS)}")
-    grid = study.get("grid") or {}
-    if not isinstance(grid, dict) or not grid:
-        raise ConfigError(f"study file '{path}': 'grid' is empty; give at least one key with a list of values, "
-                          "e.g. grid: {train.vicreg.sim_weight: [10, 25]}")
-    for key, values in grid.items():
-        if not isinstance(values, list) or not values:
-            raise ConfigError(f"study file '{path}': grid key '{key}' needs a non-empty list of values, found {values!r}")
+        raise ConfigError(f"{where}: unknown key '{unknown[0]}'; valid: {', '.join(STUDY_KEYS)}")
+    if "sweeps" in study and ("grid" in study or "zip" in study):
+        raise ConfigError(f"{where}: give either 'grid' (and 'zip') for one sweep or 'sweeps' (named grids, each "
+                          "with its own 'zip'), not both")
+    if "sweeps" in study:
+        sweeps = study["sweeps"]
+        if not isinstance(sweeps, dict) or not sweeps:
+            raise ConfigError(f"{where}: 'sweeps' is empty; give named grids, e.g. sweeps: {{layer: {{grid: "
+                              "{attack.layer: [backbone, projector]}}}}")
+        for name, sweep in sweeps.items():
+            if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+                raise ConfigError(f"{where}: sweep name {name!r} must be letters, digits, '_' or '-' (it names folders)")
+            if not isinstance(sweep, dict):
+                raise ConfigError(f"{where}, sweep '{name}': expected a mapping with keys {', '.join(SWEEP_KEYS)}")
+            bad = sorted(set(sweep) - set(SWEEP_KEYS))
+            if bad:
+                raise ConfigError(f"{where}, sweep '{name}': unknown key '{bad[0]}'; valid: {', '.join(SWEEP_KEYS)}")
+    else:
+        sweeps = {SINGLE: {"grid": study.get("grid"), "zip": study.get("zip", False)}}
     seeds = study.get("seeds", 1)
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise ConfigError(f"study file '{path}': 'seeds' must be an integer >= 1, found {seeds!r}")
-    overrides = study.get("overrides") or []
-    if not isinstance(overrides, list) or not all(isinstance(item, str) for item in overrides):
-        raise ConfigError(f"study file '{path}': 'overrides' must be a list of KEY=VALUE strings")
+        raise ConfigError(f"{where}: 'seeds' must be an integer >= 1, found {seeds!r}")
+    redraw = study.get("redraw_split", True)
+    if not isinstance(redraw, bool):
+        raise ConfigError(f"{where}: 'redraw_split' must be true or false, found {redraw!r}")
+    overrides = _overrides(where, study.get("overrides"))
+    # The keys the repeats set are theirs alone: a grid or sweep override of them would be silently replaced.
+    # (The study's own `overrides` may set `seed`: the repeats count from it.)
+    for sweep_name, sweep in sweeps.items():
+        for key in [*(sweep.get("grid") or {}), *(item.split("=", 1)[0].strip() for item in sweep.get("overrides") or [])]:
+            if key in ("seed", "train.seed"):
+                which = f"sweep '{sweep_name}'" if "sweeps" in study else "'grid'"
+                raise ConfigError(f"{where}: {which} sets '{key}', which the repeats set; use 'seeds: N' "
+                                  "(and 'redraw_split') instead")
+    if not redraw and any(item.split("=", 1)[0].strip() == "train.seed" for item in overrides):
+        raise ConfigError(f"{where}: 'overrides' sets 'train.seed', which the repeats set (redraw_split: false); "
+                          "set 'seed' to move the repeats instead")
     base = (path.parent / study["config"]).resolve() if study.get("config") else None
     base_seed = load_config(base, overrides).seed
-    points = []
-    for combination in itertools.product(*grid.values()):
-        values = dict(zip(grid, combination))
-        for repeat in range(seeds):
-            seed = base_seed + repeat
-            point_overrides = [*overrides, *(f"{key}={json.dumps(value)}" for key, value in values.items()), f"seed={seed}"]
-            try:
-                config = load_config(base, point_overrides)
-            except ConfigError as exc:
-                raise ConfigError(f"study file '{path}', grid point {values}: {exc}") from None
-            points.append(Point(values, seed, _slug(values, seed), config))
-    resolved = {"config": str(base) if base else None, "overrides": overrides, "grid": grid, "seeds": seeds}
+    points, resolved_sweeps = [], {}
+    for sweep_name, sweep in sweeps.items():
+        sweep_where = where if "sweeps" not in study else f"{where}, sweep '{sweep_name}'"
+        combinations = _combinations(sweep_where, sweep.get("grid"), sweep.get("zip", False))
+        sweep_overrides = _overrides(sweep_where, sweep.get("overrides"))
+        resolved_sweeps[sweep_name] = {"grid": sweep["grid"], "zip": bool(sweep.get("zip", False)),
+                                       "overrides": sweep_overrides}
+        for values in combinations:
+            for repeat in range(seeds):
+                seed = base_seed + repeat
+                varied = f"seed={seed}" if redraw else f"train.seed={seed}"
+                point_overrides = [*overrides, *sweep_overrides,
+                                   *(f"{key}={json.dumps(value)}" for key, value in values.items()), varied]
+                try:
+                    config = load_config(base, point_overrides)
+                except ConfigError as exc:
+                    raise ConfigError(f"{sweep_where}, grid point {values}: {exc}") from None
+                slug = _slug(values, seed)
+                name = slug if len(sweeps) == 1 else f"{sweep_name}-{slug}"
+                twin = next((p for p in points if p.name == name), None)
+                if twin is not None:
+                    raise ConfigError(f"{sweep_where}: grid point {values} appears twice (as {twin.values}); "
+                                      "list each value once")
+                points.append(Point(sweep_name, values, seed, name, config))
+    resolved = {"config": str(base) if base else None, "overrides": overrides, "sweeps": resolved_sweeps,
+                "seeds": seeds, "redraw_split": redraw}
     return resolved, points
 
 
@@ -102,48 +182,171 @@ ROW_KEYS = (
     "target_acc", "reference_acc", "gap", "target_acc_top20", "reference_acc_top20", "dejavu_score_top20",
     "memorized", "correlated", "misrepresented", "unassociated", "mcnemar_p",
 )
+CONVENTIONAL = tuple(f"{layer}_{metric}_{part}" for layer in ("backbone", "attacked")
+                     for metric in ("knn", "linear_probe") for part in ("train", "test", "gap"))
 
 
 def point_row(point: Point, run_root: Path) -> dict[str, Any]:
-    """One CSV row: the point's values and seed, its attack metrics, AUC, control gap, conventional metrics."""
+    """One CSV row: the point's values and seed, its attack metrics, AUC, control gap, conventional metrics
+    of the target model A (at the backbone and at the attacked layer)."""
     metrics = read_json(run_root / "metrics.json")
-    row: dict[str, Any] = {**{key: value for key, value in point.values.items()}, "seed": point.seed}
+    row: dict[str, Any] = {"sweep": point.sweep, **point.values, "seed": point.seed}
     row.update({key: metrics.get(key) for key in ROW_KEYS})
     low, high = metrics.get("gap_ci95") or (None, None)
     row.update(gap_ci_low=low, gap_ci_high=high, auc=(metrics.get("roc") or {}).get("auc"),
-               control_gap=metrics["control"]["gap"], control_p=metrics["control"]["mcnemar_p"])
+               control_gap=metrics["control"]["gap"], control_p=metrics["control"]["mcnemar_p"],
+               alpha=point.config.metrics.alpha)
     evaluation_path = run_root / "evaluation.json"
     if evaluation_path.is_file():
-        models = read_json(evaluation_path)["models"]
-        for name in ("knn", "linear_probe"):
-            for part in ("train", "test", "gap"):
-                row[f"A_backbone_{name}_{part}"] = models["A"]["backbone"][name][part]
+        evaluation = read_json(evaluation_path)
+        for layer, name in (("backbone", "backbone"), (evaluation["attack_layer"], "attacked")):
+            for metric in ("knn", "linear_probe"):
+                for part in ("train", "test", "gap"):
+                    row[f"{name}_{metric}_{part}"] = evaluation["models"]["A"][layer][metric][part]
     row["report"] = str((run_root / "report.html").relative_to(run_root.parent.parent))
     return row
 
 
-def run_sweep(study_path: str | Path, out: str | Path, log: Callable[[str], None] = print) -> Path:
-    """Run (or resume) every point of the study into ``out``; write sweep.csv, sweep.json, index.html."""
-    from dejavu.pipeline import run_all, set_threads
-    from dejavu.report.sweep import write_sweep_report
+SUMMARY_METRICS = ("gap", "target_acc", "reference_acc", "target_acc_top20", "reference_acc_top20", "memorized",
+                   "correlated", "misrepresented", "unassociated", "auc", "control_gap", *CONVENTIONAL)
 
-    out = Path(out)
-    resolved, points = load_study(study_path)
-    if (out / "sweep.json").is_file() and read_json(out / "sweep.json")["study"] != resolved:
-        raise ConfigError(f"output folder '{out}' holds another study; choose another --out")
-    write_json(out / "sweep.json", {"study": resolved, "points": [p.name for p in points]})
-    rows = []
-    for number, point in enumerate(points, 1):
-        log(f"[sweep] point {number}/{len(points)}: {point.name}")
-        run = Run(out / "points" / point.name, point.config)
-        run.claim()
-        set_threads(point.config)
-        run_all(run, log=lambda message: None)
-        rows.append(point_row(point, run.root))
-    columns = list(dict.fromkeys(key for row in rows for key in row))
+
+def _spread(values: Sequence[float]) -> dict[str, float]:
+    data = np.array([v for v in values if v is not None and not math.isnan(v)], dtype=float)
+    if not len(data):  # None, not NaN: sweep.json stays strict JSON
+        return {"mean": None, "sd": None, "min": None, "max": None}
+    return {"mean": float(data.mean()), "sd": float(data.std(ddof=1)) if len(data) > 1 else 0.0,
+            "min": float(data.min()), "max": float(data.max())}
+
+
+def verdict(gaps: Sequence[float], p_values: Sequence[float], alpha: float) -> tuple[int, str]:
+    """How many seeds show déjà vu (gap > 0 and McNemar p < alpha), and the verdict in words."""
+    significant = sum(1 for gap, p in zip(gaps, p_values) if gap > 0 and p < alpha)
+    n = len(gaps)
+    if n == 1:
+        return significant, "déjà vu" if significant else "not significant"
+    if significant == n:
+        return significant, f"déjà vu in every seed ({n}/{n})"
+    if significant:
+        return significant, f"déjà vu in {significant} of {n} seeds: not robust"
+    return significant, f"no significant déjà vu in any of {n} seeds"
+
+
+def summarise_points(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per point (sweep + grid values): mean, sd, min, max over its seeds, and the verdict."""
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        key = json.dumps([row["sweep"], {k: v for k, v in row.items() if k not in _NOT_VALUES}], default=str)
+        groups.setdefault(key, []).append(row)
+    summary = []
+    for members in groups.values():
+        first = members[0]
+        entry: dict[str, Any] = {k: v for k, v in first.items() if k not in _NOT_VALUES or k == "sweep"}
+        entry["seeds"] = [row["seed"] for row in members]
+        for metric in SUMMARY_METRICS:
+            if any(metric in row for row in members):
+                entry[metric] = _spread([_float(row.get(metric)) for row in members])
+        entry["significant_seeds"], entry["verdict"] = verdict(
+            [_float(row["gap"]) for row in members], [_float(row["mcnemar_p"]) for row in members], float(first["alpha"]))
+        summary.append(entry)
+    return summary
+
+
+def _float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+# Row fields that are results, not the point's grid values.
+_NOT_VALUES = {"sweep", "seed", *ROW_KEYS, "gap_ci_low", "gap_ci_high", "auc", "control_gap", "control_p", "alpha",
+               *CONVENTIONAL, "report"}
+
+
+def _csv(rows: Sequence[Mapping[str, Any]], first: Sequence[str] = ()) -> str:
+    """Rows as CSV; columns in ``first``'s order, then as they appear (a key a row lacks: empty)."""
+    columns = list(dict.fromkeys([*first, *(key for row in rows for key in row)]))
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(columns)
     writer.writerows([["" if row.get(key) is None else _format(row.get(key)) for key in columns] for row in rows])
-    write_text(out / "sweep.csv", buffer.getvalue())
-    return write_sweep_report(out, resolved, rows)
+    return buffer.getvalue()
+
+
+def _flat(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """A summary entry as one CSV row: metric_mean, metric_sd, metric_min, metric_max."""
+    flat: dict[str, Any] = {}
+    for key, value in entry.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}_{stat}": number for stat, number in value.items()})
+        elif isinstance(value, list):
+            flat[key] = " ".join(map(str, value))
+        else:
+            flat[key] = value
+    return flat
+
+
+def _current(study: dict[str, Any]) -> dict[str, Any]:
+    """A study as the first version of dejavu sweep recorded it (one top-level grid) in today's form."""
+    if "sweeps" in study:
+        return study
+    return {"config": study.get("config"), "overrides": study.get("overrides", []),
+            "sweeps": {SINGLE: {"grid": study.get("grid"), "zip": False, "overrides": []}},
+            "seeds": study.get("seeds", 1), "redraw_split": True}
+
+
+def run_sweep(study_path: str | Path, out: str | Path, log: Callable[[str], None] = print) -> Path:
+    """Run (or resume) every point of the study into ``out``; write the tables and index.html.
+
+    Distributed (torchrun): every process trains each point's models; rank zero claims folders, adopts
+    shared stages, runs the other stages and writes the tables (the others wait, and fail with it)."""
+    from dejavu.pipeline import run_all, set_threads
+    from dejavu.reuse import adopt_stages
+    from dejavu.train import distributed
+
+    out = Path(out)
+    resolved, points = load_study(study_path)
+    for point in points:  # a batch the processes cannot split stops the study before any work
+        distributed.local_batch(point.config.train.batch_size)
+    runs = [Run(out / "points" / point.name, point.config) for point in points]
+
+    def begin() -> None:
+        if (out / "sweep.json").is_file() and _current(read_json(out / "sweep.json")["study"]) != resolved:
+            raise ConfigError(f"output folder '{out}' holds another study; choose another --out")
+        write_json(out / "sweep.json", {"study": resolved, "points": [p.name for p in points]})
+
+    def prepare(run: Run) -> None:
+        run.claim()
+        adopt_stages(run, [r for r in runs if (r.root / "config.json").is_file()], log=log)
+
+    distributed.on_rank_zero(begin, "starting the sweep")
+    rows, seconds = [], {}
+    start = time.perf_counter()
+    for number, (point, run) in enumerate(zip(points, runs), 1):
+        elapsed = time.perf_counter() - start
+        if distributed.is_main():
+            log(f"[sweep] point {number}/{len(points)} ({elapsed / 60:.1f} min so far): {point.name}")
+        distributed.on_rank_zero(lambda: prepare(run), f"preparing point {point.name}")
+        set_threads(point.config)
+        began = time.perf_counter()
+        run_all(run, log=lambda message: None)
+        seconds[point.name] = round(time.perf_counter() - began, 1)
+        if distributed.is_main():
+            rows.append(point_row(point, run.root))
+    return distributed.on_rank_zero(lambda: _finish(out, resolved, points, rows, seconds, start, log),
+                                    "writing the sweep's tables") or out / "index.html"
+
+
+def _finish(out: Path, resolved: dict[str, Any], points: list[Point], rows: list[dict[str, Any]],
+            seconds: dict[str, float], start: float, log: Callable[[str], None]) -> Path:
+    from dejavu.report.sweep import write_sweep_report
+
+    summary = summarise_points(rows)
+    keys = ["sweep", *dict.fromkeys(key for sweep in resolved["sweeps"].values() for key in sweep["grid"])]
+    write_text(out / "sweep.csv", _csv(rows, [*keys, "seed"]))
+    write_text(out / "summary.csv", _csv([_flat(entry) for entry in summary], [*keys, "seeds"]))
+    write_json(out / "sweep.json", {"study": resolved, "points": [p.name for p in points],
+                                    "seconds_this_call": seconds, "summary": summary})
+    log(f"[sweep] {len(points)} points in {(time.perf_counter() - start) / 60:.1f} min")
+    return write_sweep_report(out, resolved, rows, summary)

@@ -568,10 +568,13 @@ def footer(run: Run) -> str:
         marker = run.marker(stage)
         if marker.is_file():
             try:
-                seconds = json.loads(marker.read_text()).get("seconds")
+                payload = json.loads(marker.read_text())
             except json.JSONDecodeError:
-                seconds = None
-            timings.append([stage, "n/a" if seconds is None else f"{float(seconds):.1f}"])
+                payload = {}
+            seconds = payload.get("seconds")
+            # A sweep's point may take a stage from another point with the same fingerprint (dejavu.reuse).
+            source = f" (computed in {Path(payload['adopted_from']).name})" if payload.get("adopted_from") else ""
+            timings.append([stage, ("n/a" if seconds is None else f"{float(seconds):.1f}") + source])
     config = json.dumps(run.config.to_dict(), indent=2)
     return (
         "<footer><h2>Reproducibility</h2>"
@@ -583,6 +586,11 @@ def footer(run: Run) -> str:
         + f"<details><summary>Configuration</summary><pre>{esc(config)}</pre></details>"
         + "<p class=\"muted\">Déjà vu memorization test after Meehan et al. (2023).</p></footer>"
     )
+
+
+def _epoch_note(run: Run) -> str:
+    epoch, final = run.config.attack.epoch, run.config.train.epochs
+    return f" of the weights after epoch {epoch} of {final}" if epoch and epoch != final else ""
 
 
 def training_section(run: Run) -> str:
@@ -654,7 +662,8 @@ def render(run: Run, metrics: Mapping[str, Any], figures: Mapping[str, bytes], t
         f'<p class="verdict{" detected" if detected else ""}">{esc(metrics.get("verdict", ""))}</p>',
         f'<p class="muted">Run folder {esc(run.root)} · significance level α = {esc(metrics.get("alpha", run.config.metrics.alpha))}'
         f" · attack: {esc(run.config.attack.k)} nearest public neighbours of each background-only crop "
-        f"({esc(run.config.attack.layer)} embedding).</p>",
+        f"({esc(run.config.attack.layer)} embedding"
+        f"{_epoch_note(run)}).</p>",
         "<h2>Key numbers (both directions pooled)</h2>",
         "<p>Each accuracy and share is the mean over the two directions (A: model A is the target, B the "
         "reference; B: the reverse); McNemar counts pool all paired examples.</p>",

@@ -34,9 +34,12 @@ def _series(groups, values, metric: str) -> tuple[np.ndarray, np.ndarray, np.nda
             np.array([np.nanmax(s) for s in stats]))
 
 
-def sweep_figure(rows: Sequence[Mapping[str, Any]], key: str):
+def sweep_figure(rows: Sequence[Mapping[str, Any]], key: str, pooled: bool = False):
     """Four panels against ``key``: accuracies (target solid, reference dashed) at p = 20 % and 100 %;
-    partition shares stacked; the gap with its 95 % interval; kNN / linear-probe accuracy on T."""
+    partition shares stacked; the gap (mean over seeds, bars: ± sd) with its 95 % bootstrap band and the
+    control; kNN / linear-probe accuracy of model A on T and their train - test gaps. ``pooled``: the rows
+    at one value of ``key`` also span other grid keys' values (the legend says so)."""
+    over = "over seeds and other grid values" if pooled else "over seeds"
     values, groups = _by_value(rows, key)
     x = np.arange(len(values))
     figure = _figure(12.0, 3.4)
@@ -56,18 +59,25 @@ def sweep_figure(rows: Sequence[Mapping[str, Any]], key: str):
     axes[1].set_ylabel("share of attacked crops (%)")
     axes[1].legend(fontsize=6)
     gap = 100 * _series(groups, values, "gap")[0]
+    spread = 100 * np.array([np.nanstd([_number(r["gap"]) for r in groups[str(v)]], ddof=1)
+                             if len(groups[str(v)]) > 1 else 0.0 for v in values])
     low = 100 * _series(groups, values, "gap_ci_low")[1]
     high = 100 * _series(groups, values, "gap_ci_high")[2]
-    axes[2].plot(x, gap, color="#d62728", marker="o", label="gap (target − reference)")
-    axes[2].fill_between(x, low, high, color="#d62728", alpha=0.2, label="95 % interval (widest over seeds)")
+    axes[2].errorbar(x, gap, yerr=spread, color="#d62728", marker="o", capsize=3, label=f"gap (target − reference), ± sd {over}")
+    axes[2].fill_between(x, low, high, color="#d62728", alpha=0.2, label=f"95 % interval (widest {over})")
     axes[2].plot(x, 100 * _series(groups, values, "control_gap")[0], color="#7f7f7f", ls=":", marker=".", label="control gap")
     axes[2].axhline(0, color="black", lw=0.6)
     axes[2].set_ylabel("points")
     axes[2].legend(fontsize=6)
-    for metric, colour, label in (("A_backbone_knn_test", "#17becf", "kNN on T"),
-                                  ("A_backbone_linear_probe_test", "#bcbd22", "linear probe on T")):
-        axes[3].plot(x, 100 * _series(groups, values, metric)[0], color=colour, marker="o", label=label)
-    axes[3].set_ylabel("accuracy of model A, backbone (%)")
+    for metric, colour, label in (("knn", "#17becf", "kNN"), ("linear_probe", "#bcbd22", "linear probe")):
+        if not any(f"backbone_{metric}_test" in row for row in rows):
+            continue
+        axes[3].plot(x, 100 * _series(groups, values, f"backbone_{metric}_test")[0], color=colour, marker="o",
+                     label=f"{label} on T")
+        axes[3].plot(x, 100 * _series(groups, values, f"backbone_{metric}_gap")[0], color=colour, ls="--",
+                     marker=".", label=f"{label}, train − T")
+    axes[3].axhline(0, color="black", lw=0.6)
+    axes[3].set_ylabel("model A, backbone (%)")
     axes[3].legend(fontsize=6)
     for ax in axes:
         ax.set_xticks(x, [str(v) for v in values], fontsize=7)
@@ -83,36 +93,85 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return f'<table class="numbers"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
-def write_sweep_report(out: Path, study: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> Path:
-    """``index.html`` (self-contained) with one figure per grid key and the table of points."""
-    figures = []
-    for key in study["grid"]:
-        png = save_png(sweep_figure(rows, key), out / "figures" / f"sweep_{key.replace('.', '_')}.png")
-        figures.append(f"<h2>Against {esc(key)}</h2>{img_tag(png, key)}")
-    keys = list(study["grid"]) + ["seed"]
-    header = [*keys, "target / reference acc", "gap [95 % CI]", "McNemar p", "memorized", "AUC", "control gap",
-              "kNN / probe on T (A)", "report"]
+def _pm(entry: Mapping[str, Any], metric: str, scale: float = 100.0, signed: bool = False) -> str:
+    stats = entry.get(metric)
+    if not stats or stats["mean"] is None:
+        return ""
+    sign = "+" if signed else ""
+    text = f"{scale * stats['mean']:{sign}.1f}"
+    return text + (f" ± {scale * stats['sd']:.1f}" if len(entry["seeds"]) > 1 else "")
+
+
+def _values(row: Mapping[str, Any], keys: Sequence[str]) -> list[str]:
+    return [json.dumps(row[key]) if not isinstance(row[key], str) else row[key] for key in keys]
+
+
+def _summary_table(keys: Sequence[str], summary: Sequence[Mapping[str, Any]]) -> str:
+    header = [*keys, "seeds", "gap (points)", "target / reference acc (%)", "memorized (%)", "AUC",
+              "control gap", "kNN / probe on T (A, %)", "verdict"]
+    body = [[*_values(entry, keys), " ".join(map(str, entry["seeds"])), _pm(entry, "gap", signed=True),
+             f"{_pm(entry, 'target_acc')} / {_pm(entry, 'reference_acc')}", _pm(entry, "memorized"),
+             _pm(entry, "auc", 1.0), _pm(entry, "control_gap", signed=True),
+             f"{_pm(entry, 'backbone_knn_test')} / {_pm(entry, 'backbone_linear_probe_test')}", entry["verdict"]]
+            for entry in summary]
+    return _table(header, [[esc(cell) for cell in row] for row in body])
+
+
+def _rows_table(keys: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> str:
+    header = [*keys, "seed", "target / reference acc", "gap [95 % CI]", "McNemar p", "memorized", "AUC",
+              "control gap", "kNN / probe on T (A)", "report"]
     table = []
     for row in rows:
         cells = [
-            *(json.dumps(row[key]) if not isinstance(row[key], str) else row[key] for key in keys),
+            *_values(row, [*keys, "seed"]),
             f"{100 * _number(row['target_acc']):.1f} % / {100 * _number(row['reference_acc']):.1f} %",
             f"{100 * _number(row['gap']):+.1f} [{100 * _number(row['gap_ci_low']):+.1f}, {100 * _number(row['gap_ci_high']):+.1f}]",
             f"{_number(row['mcnemar_p']):.2g}", f"{100 * _number(row['memorized']):.1f} %", f"{_number(row.get('auc')):.3f}",
             f"{100 * _number(row['control_gap']):+.1f}",
-            f"{100 * _number(row.get('A_backbone_knn_test')):.1f} % / {100 * _number(row.get('A_backbone_linear_probe_test')):.1f} %",
+            f"{100 * _number(row.get('backbone_knn_test')):.1f} % / {100 * _number(row.get('backbone_linear_probe_test')):.1f} %",
         ]
         table.append([*(esc(cell) for cell in cells), f'<a href="{esc(row["report"])}">report</a>'])
+    return _table(header, table)
+
+
+def write_sweep_report(out: Path, study: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
+                       summary: Sequence[Mapping[str, Any]]) -> Path:
+    """``index.html`` (self-contained): per sweep, one figure per swept key (the first key of a zipped
+    grid), the points' mean ± sd over seeds with a verdict, and every run linked to its report."""
+    sections = []
+    for name, sweep in study["sweeps"].items():
+        keys = list(sweep["grid"])
+        these = [row for row in rows if row["sweep"] == name]
+        title = "" if len(study["sweeps"]) == 1 else f"<h2>Sweep {esc(name)}</h2>"
+        figures = []
+        for key in keys[:1] if sweep["zip"] else keys:
+            stem = key.replace(".", "_") if len(study["sweeps"]) == 1 else f"{name}_{key.replace('.', '_')}"
+            pooled = len(keys) > 1 and not sweep["zip"]
+            png = save_png(sweep_figure(these, key, pooled), out / "figures" / f"sweep_{stem}.png")
+            figures.append(f"<h3>Against {esc(key)}</h3>{img_tag(png, key)}")
+        paired = " (values paired, not combined)" if sweep["zip"] else ""
+        sections += [
+            title,
+            f"<p>Grid {esc(sweep['grid'])}{paired}; overrides {esc(sweep['overrides'] or 'none')}.</p>",
+            *figures,
+            "<h3>Points (mean ± sd over seeds)</h3>",
+            _summary_table(keys, [entry for entry in summary if entry["sweep"] == name]),
+            "<h3>Runs</h3>",
+            _rows_table(keys, these),
+        ]
+    seeds = (f"{study['seeds']} seed(s) per point, " +
+             ("data, split and training re-drawn for each" if study["redraw_split"] else
+              "one data split, the training's seed (train.seed) varied"))
     page = "\n".join([
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         f"<title>Déjà vu sweep – {esc(out.name)}</title><style>{CSS}</style></head><body>",
         "<h1>Déjà vu sweep</h1>",
         f"<p>Base config {esc(study.get('config') or 'built-in defaults')}; overrides {esc(study.get('overrides'))}; "
-        f"grid {esc(study['grid'])}; {esc(study['seeds'])} seed(s) per point. Figures pool the other grid keys and "
-        "the seeds (lines: mean; shaded: min to max over them; the gap's band spans the widest bootstrap interval).</p>",
-        *figures,
-        "<h2>Points</h2>",
-        _table(header, table),
+        f"{esc(seeds)}. Figures pool the seeds (lines: mean; shaded: min to max over them; the gap's bars are ± one "
+        "standard deviation over seeds - and over the other keys' values where a grid combines several keys - and "
+        "its band spans the widest bootstrap interval). A point's verdict counts "
+        "the seeds whose gap is positive with McNemar p below metrics.alpha.</p>",
+        *sections,
         "</body></html>",
     ])
     path = out / "index.html"

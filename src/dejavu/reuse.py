@@ -1,0 +1,102 @@
+"""Adopting finished stages from another run folder (how a sweep trains a shared model once).
+
+A stage of run R can be taken from run D when D finished it with the fingerprint R would compute for
+it. Fingerprints chain through the tokens of the stages read, so stages are adopted in order: after
+R adopts D's ``data`` marker (and its token), R's ``split`` fingerprint equals D's exactly when the two
+configs' split sections agree. Two points of a sweep over ``attack.layer`` thus share data, split,
+crops and both trainings, and recompute from ``embed`` on; points over ``split.a_per_class`` share
+only the data.
+
+Artifacts are hard links (copies across file systems): finished artifacts are written by atomic rename,
+never in place, so a later re-run in either folder replaces its own link and leaves the other folder's
+file intact. Work in progress (resume states, the partial pixel cache) is never linked.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Callable, Iterable
+
+from dejavu.runs import STAGES, Run, read_json, write_json
+
+# What each stage writes, relative to the run folder (a folder stands for everything under it).
+# "data" owns data/ but for the files the split and crops stages write there.
+STAGE_OUTPUTS = {
+    "data": ("data",), "split": ("data/split.json",), "crops": ("data/crops.csv",),
+    "train_A": ("models/A",), "train_B": ("models/B",), "embed": ("embeddings",),
+    "evaluate": ("evaluation.json",), "neighbours": ("neighbours",),
+    "metrics": ("metrics.json", "samples.csv", "control_samples.csv"),
+}
+# The report names its own run folder and config, so it is always written anew (it takes seconds).
+ADOPTABLE = tuple(stage for stage in STAGES if stage in STAGE_OUTPUTS)
+_OWNED_ELSEWHERE = {"data": ("data/split.json", "data/crops.csv")}
+
+
+def _files(root: Path, stage: str) -> list[Path]:
+    """The files of ``stage`` under ``root``, relative to it."""
+    skip = {Path(p) for p in _OWNED_ELSEWHERE.get(stage, ())}
+    found = []
+    for name in STAGE_OUTPUTS[stage]:
+        path = root / name
+        if path.is_dir():
+            found += [p.relative_to(root) for p in sorted(path.rglob("*")) if p.is_file()]
+        elif path.is_file():
+            found.append(Path(name))
+    return [p for p in found if p not in skip and not _in_progress(p)]
+
+
+def _in_progress(path: Path) -> bool:
+    """Files of work in progress, never part of a finished stage: temp files of an atomic write
+    (".<name>.<random>.tmp"), a resume state, and the data stage's partial pixel cache (which it reopens
+    for writing in place: linked, a write would reach the donor's file)."""
+    return (path.name.startswith(".") and path.name.endswith(".tmp")) or path.name == "resume.pt" \
+        or ".partial." in path.name
+
+
+def _link(source: Path, target: Path) -> None:
+    """Hard-link ``source`` at ``target`` (a copy across file systems), replacing ``target`` atomically.
+
+    No chmod: the link shares the donor's inode, and so its mode."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        try:
+            os.link(source, tmp)
+        except OSError:  # another file system, or links not allowed there
+            shutil.copy2(source, tmp)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def adopt_stages(run: Run, donors: Iterable[Run], log: Callable[[str], None] = print) -> list[str]:
+    """Take every stage ``run`` has not done from the first donor that did it with the same fingerprint.
+
+    Returns the stages adopted. A stage no donor has is skipped (those reading it will not match)."""
+    from dejavu.pipeline import fingerprints
+
+    donors = [d for d in donors if d.root.resolve() != run.root.resolve()]
+    adopted: dict[str, Path] = {}
+    for stage in ADOPTABLE:
+        prints = fingerprints(run)
+        if run.is_done(stage, prints[stage]):
+            continue
+        donor = next((d for d in donors if d.is_done(stage, prints[stage])), None)
+        if donor is None:
+            continue
+        wanted = _files(donor.root, stage)
+        for stale in set(_files(run.root, stage)) - set(wanted):
+            (run.root / stale).unlink()
+        for relative in wanted:
+            _link(donor.root / relative, run.root / relative)
+        marker = read_json(donor.marker(stage))
+        # Name the folder that computed it, also when the donor had adopted it in turn.
+        write_json(run.marker(stage), {**marker, "adopted_from": marker.get("adopted_from") or str(donor.root)})
+        adopted[stage] = donor.root
+    for source in dict.fromkeys(adopted.values()):
+        log(f"[reuse] {', '.join(s for s, d in adopted.items() if d == source)} taken from {source}")
+    return list(adopted)
