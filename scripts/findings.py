@@ -124,6 +124,13 @@ def missing(rows: Sequence[Mapping[str, Any]]) -> list[str]:
             empty = [c for c in (*columns, NEEDED[row["sweep"]]) if not row.get(c)]
             if empty:
                 problems.append(f"values {', '.join(empty)} of point {row['sweep']} seed {row['seed']}")
+    for name in ("epochs", "set_size", "invariance"):  # a trend needs three values; a spread, two seeds
+        chosen = _rows(name, rows)
+        values = {row[NEEDED[name]] for row in chosen}
+        seeds = {row["seed"] for row in chosen}
+        if chosen and (len(values) < 3 or len(seeds) < 2):
+            problems.append(f"at least 3 values of {NEEDED[name]} and 2 seeds in sweep '{name}' "
+                            f"(found {len(values)} and {len(seeds)})")
     layers = {(row["seed"], row["attack.layer"]) for row in _rows("layer", rows)}
     for seed in {seed for seed, _ in layers}:
         problems += [f"layer {layer} of seed {seed}" for layer in ("backbone", "projector") if (seed, layer) not in layers]

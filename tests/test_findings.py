@@ -69,3 +69,8 @@ def test_sweep_tables_show_mean_and_sd_over_seeds():
     # epoch 50: gaps 1.0, 1.3, 1.6 -> mean 1.3, sd 0.3; p = 0.001 in each seed.
     assert "| 50 | 3/3 | +1.3 ± 0.3 | 40.0 ± 0.0 |" in text
     assert text.count("**") == 8  # four sweeps
+
+
+def test_a_miniature_with_two_values_per_trend_is_refused():
+    rows = [row for row in _rows((0.05,) * 4) if row.get("attack.epoch") not in ("100", "250")]
+    assert missing(rows) == ["at least 3 values of attack.epoch and 2 seeds in sweep 'epochs' (found 2 and 3)"]

@@ -103,7 +103,7 @@ def test_attack_epoch_audits_the_checkpoint_of_that_epoch(tmp_path, tiny_overrid
     assert weights_path(last, "A").name == "model.safetensors"
     # A checkpoint deleted since: the error says which epochs the folder holds.
     (early.model_dir("B") / "checkpoints" / "epoch_00002.safetensors").unlink()
-    with pytest.raises(CheckpointError, match=r"holds weights after epochs none \(and the final 4\)"):
+    with pytest.raises(CheckpointError, match=r"holds only the final weights \(epoch 4\).*dejavu train --model B"):
         weights_path(early, "B")
 
 
@@ -115,6 +115,8 @@ def test_an_epoch_the_training_does_not_keep_is_refused_naming_the_kept_epochs()
         load_config(None, ["train.epochs=10", "attack.epoch=5"])
     with pytest.raises(ConfigError, match="epochs 4, 8, 10"):
         load_config(None, ["train.epochs=10", "train.checkpoint_every=4", "attack.epoch=6"])
+    with pytest.raises(ConfigError, match=r"'attack.epoch' = 12 is after the training's last epoch .* raise train.epochs"):
+        load_config(None, ["train.epochs=10", "train.checkpoint_every=4", "attack.epoch=12"])
     with pytest.raises(ConfigError, match="'train.seed'"):
         load_config(None, ["train.seed=-2"])
     # The default training seed leaves the recipe as it was before the key existed.

@@ -63,6 +63,11 @@ def test_smoke_study_runs_every_sweep_kind_sharing_trainings(tmp_path, capsys):
                  "invariance_train_vicreg_sim_weight", "method_train_method"):
         assert (out / "figures" / f"sweep_{name}.png").read_bytes()[:4] == b"\x89PNG"
     assert not (out / "figures" / "sweep_set_size_split_b_per_class.png").exists()  # zipped: one figure
+    # The compute time kept in sweep.json counts each point's own stages, not the adopted ones.
+    recorded = json.loads((out / "sweep.json").read_text())["compute_seconds"]
+    assert recorded["total"] == pytest.approx(sum(recorded["points"].values()), abs=0.5)
+    shared = recorded["points"]["layer-layer=projector_seed=0"]  # adopted both trainings
+    assert 0 < shared < recorded["points"]["epochs-epoch=2_seed=0"]
     # Run again: every point is up to date, the table is the same.
     before = (out / "sweep.csv").read_text()
     assert main(["sweep", "--config", str(SMOKE_STUDY), "--out", str(out)]) == 0
@@ -153,6 +158,8 @@ def test_verdict_counts_the_seeds_with_a_significant_positive_gap():
     ("overrides: [train.seed=3]\nredraw_split: false\ngrid: {attack.k: [5]}", "'overrides' sets 'train.seed'"),
     ("sweeps: {../up: {grid: {attack.k: [5]}}}", "sweep name '../up' must be letters"),
     ("grid: {attack.k: [5, 5]}", "grid point {'attack.k': 5} appears twice"),
+    ("grid: {train.vicreg.sim_weight: [10, 10.0]}", "grid point {'train.vicreg.sim_weight': 10.0} appears twice"),
+    ("overrides: [train.no_such=1]\ngrid: {attack.k: [5]}", "study.yaml': unknown config key 'train.no_such'"),
 ])
 def test_bad_studies_are_refused_naming_what_is_wrong(tmp_path, text, message):
     with pytest.raises(ConfigError) as error:

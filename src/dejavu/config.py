@@ -537,6 +537,11 @@ def validate(config: Config) -> None:
         raise ConfigError(f"config key 'train.seed': expected -1 (derived from seed) or a non-negative integer, found {t.seed}")
     if a.epoch < 0:
         raise ConfigError(f"config key 'attack.epoch': expected 0 (final weights) or a training epoch, found {a.epoch}")
+    if a.epoch > t.epochs:
+        raise ConfigError(
+            f"config key 'attack.epoch' = {a.epoch} is after the training's last epoch (train.epochs = {t.epochs}); "
+            f"choose an epoch up to {t.epochs}, or raise train.epochs"
+        )
     if a.epoch and a.epoch not in saved_epochs(t):
         kept = saved_epochs(t)
         shown = ", ".join(map(str, kept)) if len(kept) <= 12 else f"{', '.join(map(str, kept[:10]))}, ..., {kept[-1]}"

@@ -315,10 +315,11 @@ def weights_path(run: Run, model: str) -> Path:
     path = run.model_dir(model) / "checkpoints" / f"epoch_{epoch:05d}.safetensors"
     if not path.is_file():
         kept = sorted(int(p.stem.split("_")[1]) for p in path.parent.glob("epoch_*.safetensors"))
+        held = f"weights after epochs {kept} and the final ones" if kept else "only the final weights"
         raise CheckpointError(
-            f"config key 'attack.epoch' = {epoch}, but '{path.parent}' holds weights after epochs "
-            f"{kept or 'none'} (and the final {final}): the checkpoint was deleted or never written. Choose one of "
-            f"those, or train again: dejavu train --model {model} --out {run.root}"
+            f"config key 'attack.epoch' = {epoch}, but '{path.parent}' holds {held} (epoch {final}): the "
+            f"checkpoint was deleted or never written. Choose one of those, or train again: dejavu train "
+            f"--model {model} --out {run.root}"
         )
     return path
 

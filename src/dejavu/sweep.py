@@ -82,7 +82,7 @@ def _overrides(where: str, value: Any) -> list[str]:
 def _combinations(where: str, grid: Any, zipped: Any) -> list[dict[str, Any]]:
     if not isinstance(grid, dict) or not grid:
         raise ConfigError(f"{where}: 'grid' is empty; give at least one key with a list of values, "
-                          "e.g. grid: {train.vicreg.sim_weight: [10, 25]}")
+                          "e.g. grid: {train.vicreg.sim_weight: [10, 25]} (or named grids under 'sweeps')")
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{where}: grid key '{key}' needs a non-empty list of values, found {values!r}")
@@ -148,7 +148,10 @@ def load_study(path: str | Path) -> tuple[dict[str, Any], list[Point]]:
         raise ConfigError(f"{where}: 'overrides' sets 'train.seed', which the repeats set (redraw_split: false); "
                           "set 'seed' to move the repeats instead")
     base = (path.parent / study["config"]).resolve() if study.get("config") else None
-    base_seed = load_config(base, overrides).seed
+    try:
+        base_seed = load_config(base, overrides).seed
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
     points, resolved_sweeps = [], {}
     for sweep_name, sweep in sweeps.items():
         sweep_where = where if "sweeps" not in study else f"{where}, sweep '{sweep_name}'"
@@ -168,7 +171,9 @@ def load_study(path: str | Path) -> tuple[dict[str, Any], list[Point]]:
                     raise ConfigError(f"{sweep_where}, grid point {values}: {exc}") from None
                 slug = _slug(values, seed)
                 name = slug if len(sweeps) == 1 else f"{sweep_name}-{slug}"
-                twin = next((p for p in points if p.name == name), None)
+                # Equal configs in one sweep are one point listed twice (also 10 and 10.0).
+                twin = next((p for p in points if p.name == name or (p.sweep == sweep_name and p.seed == seed
+                                                                      and p.config == config)), None)
                 if twin is not None:
                     raise ConfigError(f"{sweep_where}: grid point {values} appears twice (as {twin.values}); "
                                       "list each value once")
@@ -338,6 +343,15 @@ def run_sweep(study_path: str | Path, out: str | Path, log: Callable[[str], None
                                     "writing the sweep's tables") or out / "index.html"
 
 
+def _computed_seconds(root: Path) -> float:
+    total = 0.0
+    for marker in sorted((root / "stages").glob("*.done.json")):
+        payload = read_json(marker)
+        if not payload.get("adopted_from"):
+            total += float(payload.get("seconds") or 0.0)
+    return total
+
+
 def _finish(out: Path, resolved: dict[str, Any], points: list[Point], rows: list[dict[str, Any]],
             seconds: dict[str, float], start: float, log: Callable[[str], None]) -> Path:
     from dejavu.report.sweep import write_sweep_report
@@ -346,7 +360,11 @@ def _finish(out: Path, resolved: dict[str, Any], points: list[Point], rows: list
     keys = ["sweep", *dict.fromkeys(key for sweep in resolved["sweeps"].values() for key in sweep["grid"])]
     write_text(out / "sweep.csv", _csv(rows, [*keys, "seed"]))
     write_text(out / "summary.csv", _csv([_flat(entry) for entry in summary], [*keys, "seeds"]))
+    # Time spent computing each point's own stages (from their markers; adopted ones excluded): unlike the
+    # wall time of this call, it survives resuming and re-running the study.
+    computed = {point.name: round(_computed_seconds(out / "points" / point.name), 1) for point in points}
     write_json(out / "sweep.json", {"study": resolved, "points": [p.name for p in points],
+                                    "compute_seconds": {"total": round(sum(computed.values()), 1), "points": computed},
                                     "seconds_this_call": seconds, "summary": summary})
     log(f"[sweep] {len(points)} points in {(time.perf_counter() - start) / 60:.1f} min")
     return write_sweep_report(out, resolved, rows, summary)

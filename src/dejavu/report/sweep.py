@@ -93,13 +93,13 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return f'<table class="numbers"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
-def _pm(entry: Mapping[str, Any], metric: str, scale: float = 100.0, signed: bool = False) -> str:
+def _pm(entry: Mapping[str, Any], metric: str, scale: float = 100.0, signed: bool = False, digits: int = 1) -> str:
     stats = entry.get(metric)
     if not stats or stats["mean"] is None:
         return ""
     sign = "+" if signed else ""
-    text = f"{scale * stats['mean']:{sign}.1f}"
-    return text + (f" ± {scale * stats['sd']:.1f}" if len(entry["seeds"]) > 1 else "")
+    text = f"{scale * stats['mean']:{sign}.{digits}f}"
+    return text + (f" ± {scale * stats['sd']:.{digits}f}" if len(entry["seeds"]) > 1 else "")
 
 
 def _values(row: Mapping[str, Any], keys: Sequence[str]) -> list[str]:
@@ -111,7 +111,7 @@ def _summary_table(keys: Sequence[str], summary: Sequence[Mapping[str, Any]]) ->
               "control gap", "kNN / probe on T (A, %)", "verdict"]
     body = [[*_values(entry, keys), " ".join(map(str, entry["seeds"])), _pm(entry, "gap", signed=True),
              f"{_pm(entry, 'target_acc')} / {_pm(entry, 'reference_acc')}", _pm(entry, "memorized"),
-             _pm(entry, "auc", 1.0), _pm(entry, "control_gap", signed=True),
+             _pm(entry, "auc", 1.0, digits=3), _pm(entry, "control_gap", signed=True),
              f"{_pm(entry, 'backbone_knn_test')} / {_pm(entry, 'backbone_linear_probe_test')}", entry["verdict"]]
             for entry in summary]
     return _table(header, [[esc(cell) for cell in row] for row in body])
