@@ -38,13 +38,9 @@ def _rows(sweep: str, rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, An
 
 def _points(rows: Sequence[Mapping[str, Any]], key: str) -> str:
     """'value: mean ± sd' of the gap (points) at each value of ``key``, in order."""
-    values = list(dict.fromkeys(row[key] for row in rows))
-    parts = []
-    for value in values:
-        gaps = [100 * float(row["gap"]) for row in rows if row[key] == value]
-        sd = f" ± {statistics.stdev(gaps):.1f}" if len(gaps) > 1 else ""
-        parts.append(f"{value}: {statistics.mean(gaps):+.1f}{sd}")
-    return "; ".join(parts)
+    values = dict.fromkeys(row[key] for row in rows)
+    return "; ".join(f"{value}: " + _mean_sd([100 * float(row["gap"]) for row in rows if row[key] == value], signed=True)
+                     for value in values)
 
 
 def _trend(rows: Sequence[Mapping[str, Any]], key: str) -> tuple[float, float]:
@@ -143,9 +139,9 @@ def markdown(entries: Sequence[Mapping[str, str]]) -> str:
     return "\n".join(lines)
 
 
-def _mean_sd(values: Sequence[float]) -> str:
+def _mean_sd(values: Sequence[float], signed: bool = False) -> str:
     sd = f" ± {statistics.stdev(values):.1f}" if len(values) > 1 else ""
-    return f"{statistics.mean(values):.1f}{sd}"
+    return f"{statistics.mean(values):{'+' if signed else ''}.1f}{sd}"
 
 
 def sweep_tables(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -163,10 +159,7 @@ def sweep_tables(rows: Sequence[Mapping[str, Any]]) -> str:
         for value in dict.fromkeys(row[key] for row in chosen):
             at = [row for row in chosen if row[key] == value]
             significant = sum(float(r["gap"]) > 0 and float(r["mcnemar_p"]) < float(r.get("alpha") or 0.01) for r in at)
-            cells = []
-            for column, _, signed in columns:
-                text = _mean_sd([100 * float(r[column]) for r in at])
-                cells.append(("+" if signed and not text.startswith("-") else "") + text)
+            cells = [_mean_sd([100 * float(r[column]) for r in at], signed) for column, _, signed in columns]
             out.append(f"| {value} | {significant}/{len(at)} | " + " | ".join(cells) + " |")
         out.append("")
     return "\n".join(out)

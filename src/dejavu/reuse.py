@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from pathlib import Path
 from typing import Callable, Iterable
 
-from dejavu.runs import STAGES, Run, read_json, write_json
+from dejavu.runs import STAGES, Run, atomic_path, read_json, write_json
 
 # What each stage writes, relative to the run folder (a folder stands for everything under it).
 # "data" owns data/ but for the files the split and crops stages write there.
@@ -32,12 +31,12 @@ STAGE_OUTPUTS = {
 }
 # The report names its own run folder and config, so it is always written anew (it takes seconds).
 ADOPTABLE = tuple(stage for stage in STAGES if stage in STAGE_OUTPUTS)
-_OWNED_ELSEWHERE = {"data": ("data/split.json", "data/crops.csv")}
 
 
 def _files(root: Path, stage: str) -> list[Path]:
     """The files of ``stage`` under ``root``, relative to it."""
-    skip = {Path(p) for p in _OWNED_ELSEWHERE.get(stage, ())}
+    # Files another stage owns inside this stage's folder (data/split.json, data/crops.csv) are not its.
+    skip = {Path(name) for other, names in STAGE_OUTPUTS.items() if other != stage for name in names}
     found = []
     for name in STAGE_OUTPUTS[stage]:
         path = root / name
@@ -57,20 +56,13 @@ def _in_progress(path: Path) -> bool:
 
 
 def _link(source: Path, target: Path) -> None:
-    """Hard-link ``source`` at ``target`` (a copy across file systems), replacing ``target`` atomically.
-
-    No chmod: the link shares the donor's inode, and so its mode."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-    try:
+    """Hard-link ``source`` at ``target`` (a copy across file systems), replacing ``target`` atomically."""
+    with atomic_path(target, set_mode=False) as tmp:
+        tmp.unlink()  # the name is free again for the link
         try:
             os.link(source, tmp)
         except OSError:  # another file system, or links not allowed there
             shutil.copy2(source, tmp)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def adopt_stages(run: Run, donors: Iterable[Run], log: Callable[[str], None] = print) -> list[str]:

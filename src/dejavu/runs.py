@@ -38,8 +38,11 @@ STAGES = tuple(DEPENDS)
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, set_mode: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it onto ``path``.
+
+    ``set_mode=False`` leaves the file's mode alone (a hard link put at the temporary path shares its
+    inode, and so its mode, with the file it links).
 
     Example:
         >>> with atomic_path(run / "metrics.json") as tmp:
@@ -52,8 +55,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
-        # mkstemp creates 0600 files; artifacts (reports especially) get the usual umask permissions.
-        os.chmod(tmp, 0o666 & ~_UMASK)
+        if set_mode:
+            # mkstemp creates 0600 files; artifacts (reports especially) get the usual umask permissions.
+            os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -45,6 +45,7 @@ import yaml
 
 from dejavu.config import Config, load_config
 from dejavu.errors import ConfigError
+from dejavu.metrics.stats import as_float
 from dejavu.runs import Run, read_json, write_json, write_text
 
 STUDY_KEYS = ("config", "overrides", "grid", "zip", "sweeps", "seeds", "redraw_split")
@@ -61,14 +62,19 @@ class Point:
     config: Config
 
 
-def _format(value: Any) -> str:
+def format_value(value: Any) -> str:
+    """A grid value as written in tables, CSV and folder names (strings bare, the rest as JSON)."""
     return json.dumps(value) if not isinstance(value, str) else value
 
 
 def _slug(values: dict[str, Any], seed: int) -> str:
-    parts = [f"{key.split('.')[-1]}={_format(value)}" for key, value in values.items()] + [f"seed={seed}"]
+    parts = [f"{key.split('.')[-1]}={format_value(value)}" for key, value in values.items()] + [f"seed={seed}"]
     text = "_".join(parts)
     return "".join(ch if ch.isalnum() or ch in "=._-" else "-" for ch in text)
+
+
+def _override_key(item: str) -> str:
+    return item.split("=", 1)[0].strip()
 
 
 def _overrides(where: str, value: Any) -> list[str]:
@@ -139,12 +145,12 @@ def load_study(path: str | Path) -> tuple[dict[str, Any], list[Point]]:
     # The keys the repeats set are theirs alone: a grid or sweep override of them would be silently replaced.
     # (The study's own `overrides` may set `seed`: the repeats count from it.)
     for sweep_name, sweep in sweeps.items():
-        for key in [*(sweep.get("grid") or {}), *(item.split("=", 1)[0].strip() for item in sweep.get("overrides") or [])]:
+        for key in [*(sweep.get("grid") or {}), *map(_override_key, sweep.get("overrides") or [])]:
             if key in ("seed", "train.seed"):
                 which = f"sweep '{sweep_name}'" if "sweeps" in study else "'grid'"
                 raise ConfigError(f"{where}: {which} sets '{key}', which the repeats set; use 'seeds: N' "
                                   "(and 'redraw_split') instead")
-    if not redraw and any(item.split("=", 1)[0].strip() == "train.seed" for item in overrides):
+    if not redraw and any(_override_key(item) == "train.seed" for item in overrides):
         raise ConfigError(f"{where}: 'overrides' sets 'train.seed', which the repeats set (redraw_split: false); "
                           "set 'seed' to move the repeats instead")
     base = (path.parent / study["config"]).resolve() if study.get("config") else None
@@ -237,6 +243,11 @@ def verdict(gaps: Sequence[float], p_values: Sequence[float], alpha: float) -> t
     return significant, f"no significant déjà vu in any of {n} seeds"
 
 
+# Row fields that are results, not the point's grid values.
+_NOT_VALUES = {"sweep", "seed", *ROW_KEYS, "gap_ci_low", "gap_ci_high", "auc", "control_gap", "control_p", "alpha",
+               *CONVENTIONAL, "report"}
+
+
 def summarise_points(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """One entry per point (sweep + grid values): mean, sd, min, max over its seeds, and the verdict."""
     groups: dict[str, list[Mapping[str, Any]]] = {}
@@ -250,23 +261,11 @@ def summarise_points(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         entry["seeds"] = [row["seed"] for row in members]
         for metric in SUMMARY_METRICS:
             if any(metric in row for row in members):
-                entry[metric] = _spread([_float(row.get(metric)) for row in members])
+                entry[metric] = _spread([as_float(row.get(metric)) for row in members])
         entry["significant_seeds"], entry["verdict"] = verdict(
-            [_float(row["gap"]) for row in members], [_float(row["mcnemar_p"]) for row in members], float(first["alpha"]))
+            [as_float(row["gap"]) for row in members], [as_float(row["mcnemar_p"]) for row in members], float(first["alpha"]))
         summary.append(entry)
     return summary
-
-
-def _float(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-# Row fields that are results, not the point's grid values.
-_NOT_VALUES = {"sweep", "seed", *ROW_KEYS, "gap_ci_low", "gap_ci_high", "auc", "control_gap", "control_p", "alpha",
-               *CONVENTIONAL, "report"}
 
 
 def _csv(rows: Sequence[Mapping[str, Any]], first: Sequence[str] = ()) -> str:
@@ -275,7 +274,7 @@ def _csv(rows: Sequence[Mapping[str, Any]], first: Sequence[str] = ()) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(columns)
-    writer.writerows([["" if row.get(key) is None else _format(row.get(key)) for key in columns] for row in rows])
+    writer.writerows([["" if row.get(key) is None else format_value(row.get(key)) for key in columns] for row in rows])
     return buffer.getvalue()
 
 

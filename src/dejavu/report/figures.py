@@ -15,6 +15,7 @@ from typing import Any, Mapping, Sequence
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from dejavu.metrics.stats import as_float as _number  # NaN for a missing metric: plots show a gap
 from dejavu.runs import atomic_path
 
 PARTS = ("memorized", "correlated", "misrepresented", "unassociated")
@@ -29,14 +30,6 @@ def _figure(width: float, height: float) -> Figure:
     figure = Figure(figsize=(width, height), dpi=100, layout="constrained")
     FigureCanvasAgg(figure)
     return figure
-
-
-def _number(value: Any) -> float:
-    """A metric as float; missing or null (an empty direction) becomes NaN so plots show a gap."""
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
 
 
 def _percent(values: Sequence[Any]) -> list[float]:

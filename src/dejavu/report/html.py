@@ -106,10 +106,12 @@ def img_tag(png: bytes, alt: str, css_class: str = "") -> str:
     return f'<img{extra} src="{data_uri(png)}" alt="{esc(alt)}">'
 
 
-def table_html(header: Sequence[str], rows: Iterable[Sequence[Any]], css_class: str = "") -> str:
+def table_html(header: Sequence[str], rows: Iterable[Sequence[Any]], css_class: str = "", escaped: bool = False) -> str:
+    """``escaped``: the cells are HTML already (e.g. links), written as they are."""
     extra = f' class="{esc(css_class)}"' if css_class else ""
     head = "".join(f"<th>{esc(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows)
+    cell = str if escaped else esc
+    body = "".join("<tr>" + "".join(f"<td>{cell(c)}</td>" for c in row) + "</tr>" for row in rows)
     return f"<table{extra}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 

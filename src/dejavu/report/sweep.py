@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from dejavu.report.figures import PART_COLOURS, REFERENCE_COLOUR, TARGET_COLOUR, _figure, _number, save_png
-from dejavu.report.html import CSS, esc, img_tag
+from dejavu.report.html import CSS, esc, img_tag, table_html
 from dejavu.runs import atomic_path
+from dejavu.sweep import format_value
 
 
 def _by_value(rows: Sequence[Mapping[str, Any]], key: str) -> tuple[list[Any], dict[Any, list[Mapping[str, Any]]]]:
@@ -86,13 +86,6 @@ def sweep_figure(rows: Sequence[Mapping[str, Any]], key: str, pooled: bool = Fal
     return figure
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Cells arrive escaped (the last one is a link)."""
-    head = "".join(f"<th>{esc(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
-    return f'<table class="numbers"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
-
-
 def _pm(entry: Mapping[str, Any], metric: str, scale: float = 100.0, signed: bool = False, digits: int = 1) -> str:
     stats = entry.get(metric)
     if not stats or stats["mean"] is None:
@@ -103,7 +96,7 @@ def _pm(entry: Mapping[str, Any], metric: str, scale: float = 100.0, signed: boo
 
 
 def _values(row: Mapping[str, Any], keys: Sequence[str]) -> list[str]:
-    return [json.dumps(row[key]) if not isinstance(row[key], str) else row[key] for key in keys]
+    return [format_value(row[key]) for key in keys]
 
 
 def _summary_table(keys: Sequence[str], summary: Sequence[Mapping[str, Any]]) -> str:
@@ -114,7 +107,7 @@ def _summary_table(keys: Sequence[str], summary: Sequence[Mapping[str, Any]]) ->
              _pm(entry, "auc", 1.0, digits=3), _pm(entry, "control_gap", signed=True),
              f"{_pm(entry, 'backbone_knn_test')} / {_pm(entry, 'backbone_linear_probe_test')}", entry["verdict"]]
             for entry in summary]
-    return _table(header, [[esc(cell) for cell in row] for row in body])
+    return table_html(header, body, "numbers")
 
 
 def _rows_table(keys: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> str:
@@ -131,7 +124,7 @@ def _rows_table(keys: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> str:
             f"{100 * _number(row.get('backbone_knn_test')):.1f} % / {100 * _number(row.get('backbone_linear_probe_test')):.1f} %",
         ]
         table.append([*(esc(cell) for cell in cells), f'<a href="{esc(row["report"])}">report</a>'])
-    return _table(header, table)
+    return table_html(header, table, "numbers", escaped=True)
 
 
 def write_sweep_report(out: Path, study: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
