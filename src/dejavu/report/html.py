@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from dejavu import pipeline
+from dejavu import artifacts
 from dejavu.data.decode import display_image, scaled_inwards
 from dejavu.data.records import ImageTable, index_of_ids
 from dejavu.errors import RunFolderError
@@ -255,7 +255,7 @@ def _crop_figures(table: ImageTable, position: int, square: Sequence[int], image
 
 def crops_section(run: Run, table: ImageTable) -> str:
     """A seeded sample of kept crops of A and B, to check by eye that no object leaks into them."""
-    crops = pipeline.load_crops(run)
+    crops = artifacts.load_crops(run)
     kept = np.flatnonzero(np.isin(crops["set"], ["A", "B"]) & (crops["kept"] == 1))
     wanted = min(len(kept), run.config.report.gallery)
     parts = ["<h2>Sample crops</h2>",
@@ -541,7 +541,7 @@ def leakage_html(leakage: Mapping[str, Any] | None) -> str:
 
 
 def _skip_reasons(run: Run) -> list[list[Any]]:
-    crops = pipeline.load_crops(run)
+    crops = artifacts.load_crops(run)
     skipped = crops["kept"] == 0
     counts: dict[tuple[str, str], int] = {}
     for name, reason in zip(crops["set"][skipped].tolist(), crops["reason"][skipped].tolist()):
@@ -695,7 +695,7 @@ def write_report(run: Run) -> Path:
     if not samples_path.is_file():
         raise RunFolderError(f"artifact '{samples_path}' is missing: run the metrics stage first")
     samples = read_samples(samples_path)
-    table = pipeline.load_table(run)
+    table = artifacts.load_table(run)
     figures = write_figures(run, metrics)
     page = render(run, metrics, figures, table, samples)
     path = run.root / "report.html"
