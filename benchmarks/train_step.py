@@ -21,7 +21,7 @@ import torch
 
 from dejavu.config import load_config
 from dejavu.train.allocator import keep_freed_memory
-from dejavu.train.distributed import device as default_device
+from dejavu.distributed import device as default_device
 from dejavu.train.loop import make_views, optimisation_step
 from dejavu.train.methods import METHODS, build_method
 from dejavu.train.optim import build_optimizer

@@ -7,8 +7,9 @@ import pytest
 
 from dejavu.config import load_config
 from dejavu.errors import ConfigError, DataError
-from dejavu.pipeline import (choose_canaries, fingerprints, load_canaries, load_split, load_table, run_all, run_stage,
-                             training_rows)
+from dejavu.artifacts import load_canaries, load_split, load_table, training_rows
+from dejavu.stages import fingerprints, run_all, run_stage
+from dejavu.stages.data import choose_canaries
 from dejavu.report.html import canary_section
 from dejavu.runs import Run
 from tests.conftest import TINY

@@ -1,8 +1,16 @@
+import ast
+import dataclasses
+import doctest
+import importlib
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from dejavu.config import Config, load_config, parse_overrides
+from dejavu.config import (
+    METHOD_CONFIGS, METHOD_NAMES, Config, TrainConfig, choices, load_config, parse_overrides, validate,
+)
 from dejavu.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,14 +124,97 @@ def test_override_errors_do_not_blame_the_file(tmp_path):
 
 
 def test_config_choices_name_exactly_what_the_code_builds():
-    """config.CHOICES is spelled out (importing torchvision to build the CLI would slow every command); it
-    must list exactly the backbones, stems, optimisers and methods the code knows."""
-    from dejavu.config import CHOICES
+    """The Literal choices of train.backbone / stem / optimizer / method must be exactly what the code builds
+    (the config layer imports no model code, so the two lists are compared here)."""
     from dejavu.models.backbones import BACKBONES, STEMS
     from dejavu.train.methods import METHODS
     from dejavu.train.optim import OPTIMIZERS
 
-    assert CHOICES["train.backbone"] == BACKBONES
-    assert CHOICES["train.stem"] == STEMS
-    assert CHOICES["train.optimizer"] == OPTIMIZERS
-    assert CHOICES["train.method"] == tuple(METHODS)
+    assert choices("train.backbone") == BACKBONES
+    assert choices("train.stem") == STEMS
+    assert choices("train.optimizer") == OPTIMIZERS
+    assert choices("train.method") == METHOD_NAMES == tuple(METHODS)
+    assert choices("data.dataset") == ("scenes", "imagenet", "voc", "coco", "manifest")
+    with pytest.raises(KeyError, match="train.epochs"):
+        choices("train.epochs")
+
+
+def test_method_sections_come_from_the_method_registry():
+    """Each registered method has its section in train (after sync_batchnorm), checked by its own bounds."""
+    names = [f.name for f in dataclasses.fields(TrainConfig)]
+    at = names.index("sync_batchnorm") + 1
+    assert tuple(names[at:at + len(METHOD_CONFIGS)]) == METHOD_NAMES == tuple(METHOD_CONFIGS)
+    for name, settings in METHOD_CONFIGS.items():
+        assert isinstance(getattr(TrainConfig(), name), settings)
+    with pytest.raises(ConfigError, match=r"'train.byol.momentum_final': expected a momentum between "
+                                          r"train.byol.momentum \(0.9\) and 1, found 0.5"):
+        load_config(None, ["train.byol.momentum=0.9", "train.byol.momentum_final=0.5"])
+    # Every section is checked, the methods not selected too.
+    with pytest.raises(ConfigError, match=r"'train.supervised.label_smoothing': expected a value in \[0, 1\)"):
+        load_config(None, ["train.supervised.label_smoothing=1"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.image_size=0", "config key 'data.image_size': expected a positive integer, found 0"),
+    ("data.image_size=8", "config key 'data.image_size': expected at least 16 pixels, found 8"),
+    ("train.batch_size=0", "config key 'train.batch_size': expected a positive integer, found 0"),
+    ("crop.corner_fraction=0", "config key 'crop.corner_fraction': expected a fraction in (0, 1], found 0.0"),
+    ("metrics.alpha=1", "config key 'metrics.alpha': expected a level in (0, 1), found 1.0"),
+    ("train.momentum=1", "config key 'train.momentum': expected a momentum in [0, 1), found 1.0"),
+    ("split.near_duplicate_distance=16", "config key 'split.near_duplicate_distance': expected -1 (off) to 15 bits"),
+    ("train.augment.crop_scale=[0.5,0.2]", "'train.augment.crop_scale': expected [low, high] in (0, 1], found [0.5,"),
+    ("train.dino.local_crop_scale=[0,0.2]", "'train.dino.local_crop_scale': expected [low, high] in (0, 1]"),
+    ("train.widths=[]", "config key 'train.widths': expected positive channel widths, found []"),
+    ("train.lr=0", "config key 'train.lr': expected a positive learning rate, found 0.0"),
+    ("data.dataset=yolo", "'data.dataset': unknown value 'yolo'; valid: scenes, imagenet, voc, coco, manifest"),
+    ("train.precision=fp8", "config key 'train.precision': unknown value 'fp8'; valid: fp32, bf16, fp16"),
+    ("train.method=5", "config key 'train.method': expected a string, found 5"),
+])
+def test_declared_bounds_and_choices_keep_their_messages(override, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override])
+    assert message in str(info.value)
+
+
+def test_a_programmatic_config_is_checked_like_a_loaded_one():
+    config = Config()
+    config.train.optimizer = "adam"
+    with pytest.raises(ConfigError, match="'train.optimizer': unknown value 'adam'; valid: adamw, sgd, lars"):
+        validate(config)
+    config.train.optimizer = "sgd"
+    config.evaluate.knn_k = 0
+    with pytest.raises(ConfigError, match="'evaluate.knn_k': expected a positive integer, found 0"):
+        validate(config)
+
+
+def test_a_choice_in_a_file_names_the_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train:\n  backbone: vgg\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: config key 'train.backbone': unknown value 'vgg'; valid: conv"):
+        load_config(path)
+
+
+def test_the_config_layer_imports_no_model_code():
+    """dejavu.config imports nothing from dejavu but dejavu.errors (the models import its parsers instead)."""
+    for source in sorted((ROOT / "src" / "dejavu" / "config").glob("*.py")):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                assert node.level == 0, f"{source.name}: relative import"
+                modules = [node.module or ""]
+            elif isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            else:
+                continue
+            for module in modules:
+                if module.split(".")[0] in ("dejavu", "torch", "torchvision"):
+                    assert module == "dejavu.errors" or module.startswith("dejavu.config"), f"{source.name}: {module}"
+    code = "import sys, dejavu.config; print(sorted(m for m in sys.modules if m.startswith(('dejavu', 'torch'))))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    names = loaded.strip("[]\n").split(", ")
+    assert not any(name.startswith(("'torch", "'dejavu.models", "'dejavu.train")) for name in names), names
+
+
+@pytest.mark.parametrize("module", ["dejavu.config", "dejavu.config.schema", "dejavu.config.specs"])
+def test_module_doctests(module):
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0

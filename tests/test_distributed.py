@@ -18,7 +18,7 @@ from torch import nn
 from dejavu.config import load_config
 from dejavu.data.augment import ssl_view, to_float
 from dejavu.losses.vicreg import vicreg_loss
-from dejavu.train import distributed
+from dejavu import distributed
 
 ROOT = Path(__file__).resolve().parents[1]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]

@@ -13,7 +13,8 @@ from dejavu.evaluate.conventional import LayerStack, evaluation_layers
 from dejavu.evaluate.knn import knn_accuracy
 from dejavu.evaluate.probe import linear_probe
 from dejavu.models.encoder import Encoder
-from dejavu.runs import DEPENDS, Run
+from dejavu.runs import Run
+from dejavu.stages import STAGE_BY_NAME
 
 
 def _separable(n: int, dim: int, n_classes: int, seed: int):
@@ -105,17 +106,17 @@ def test_config_section_is_validated():
 
 
 def test_stage_order_and_dependencies():
-    stages = list(DEPENDS)
+    stages = list(STAGE_BY_NAME)
     assert stages.index("evaluate") == stages.index("embed") + 1
-    assert set(DEPENDS["evaluate"]) == {"train_A", "train_B", "split"}
-    assert set(DEPENDS["report"]) == {"metrics", "evaluate"}
+    assert set(STAGE_BY_NAME["evaluate"].reads) == {"train_A", "train_B", "split"}
+    assert {"metrics", "evaluate"} <= set(STAGE_BY_NAME["report"].reads)
     assert stages.index("report") > stages.index("metrics")
 
 
 @pytest.fixture(scope="module")
 def evaluated_run(tmp_path_factory):
     from tests.conftest import TINY
-    from dejavu.pipeline import run_stage
+    from dejavu.stages import run_stage
 
     run = Run(tmp_path_factory.mktemp("evaluate") / "run", load_config(None, TINY))
     run.claim()
@@ -146,7 +147,7 @@ def test_stage_evaluate_writes_accuracies_for_both_models_and_layers(evaluated_r
 
 
 def test_stage_evaluate_is_reproducible_and_up_to_date(evaluated_run):
-    from dejavu.pipeline import run_stage
+    from dejavu.stages import run_stage
 
     path = evaluated_run.root / "evaluation.json"
     before = json.loads(path.read_text())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -158,6 +159,34 @@ def test_a_recipe_names_only_its_own_methods_section():
     assert "dino" not in train_recipe(vicreg) and train_recipe(vicreg)["vicreg"]["sim_weight"] == 25.0
     # Another method's hyper-parameters do not change a recipe (a VICReg run stays valid).
     assert train_recipe(vicreg) == train_recipe(load_config().train)
+
+
+@pytest.mark.parametrize("method", ["vicreg", "dino", "supervised"])
+def test_a_recipe_reads_only_the_selected_methods_section(method):
+    """train_recipe never reads another method's section (so nothing it does not hash can change it)."""
+    from dejavu.config import METHOD_NAMES, train_recipe
+
+    class Recorder:
+        def __init__(self, wrapped):
+            self.wrapped, self.read = wrapped, []
+
+        def __getattr__(self, name):
+            self.read.append(name)
+            return getattr(self.wrapped, name)
+
+    train = load_config(None, [f"train.method={method}", "train.seed=3"]).train
+    recorder = Recorder(train)
+    recipe = train_recipe(recorder)
+    assert {name for name in recorder.read if name in METHOD_NAMES} == {method}
+    assert recipe == train_recipe(train) and recipe[method] == dataclasses.asdict(getattr(train, method))
+    assert recipe["seed"] == 3 and "resume_every_s" not in recipe
+    assert set(recipe) == {*dataclasses.asdict(train)} - (set(METHOD_NAMES) - {method}) - {"resume_every_s"}
+
+
+def test_every_config_method_has_a_method_class():
+    from dejavu.config import METHOD_NAMES
+
+    assert tuple(METHODS) == METHOD_NAMES
 
 
 @pytest.mark.parametrize("override, message", [

@@ -12,7 +12,8 @@ from scipy.stats import binomtest
 from dejavu.cli import main
 from dejavu.config import load_config
 from dejavu.errors import RunFolderError
-from dejavu.pipeline import load_crops, load_table, run_all
+from dejavu.artifacts import load_crops, load_table
+from dejavu.stages import run_all
 from dejavu.runs import Run, load_npz
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -170,16 +171,16 @@ def test_smoke_config_end_to_end_via_cli(tmp_path, capsys):
 
 
 def test_stage_order_is_the_documented_one():
-    from dejavu.pipeline import stage_functions
-    from dejavu.runs import STAGES
+    from dejavu.stages import STAGES
 
-    assert tuple(stage_functions()) == STAGES
+    assert [stage.name for stage in STAGES] == ["data", "split", "crops", "train_A", "train_B", "embed", "evaluate",
+                                                "neighbours", "metrics", "report"]
 
 
 def test_crops_that_are_all_too_small_are_refused_before_training(tmp_path):
     from tests.conftest import TINY
     from dejavu.errors import DataError
-    from dejavu.pipeline import run_stage
+    from dejavu.stages import run_stage
 
     run = Run(tmp_path / "r", load_config(None, [*TINY, "crop.min_side_px=30"]))
     run.claim()
@@ -216,7 +217,7 @@ def test_kill_minus_9_during_training_then_resume_gives_the_same_weights(tmp_pat
 
 def test_rerunning_a_stage_invalidates_exactly_what_read_it(tmp_path):
     from tests.conftest import TINY
-    from dejavu.pipeline import run_stage
+    from dejavu.stages import run_stage
 
     run = Run(tmp_path / "r", load_config(None, TINY))
     run.claim()

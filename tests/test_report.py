@@ -1,22 +1,35 @@
 """report.html from a tiny real run: self-contained, verdict on top, figures, and a gallery whose
-examples and neighbours are exactly those of samples.csv and the neighbours npz (joined on ids)."""
+examples and neighbours are exactly those of samples.csv and the neighbours npz (joined on ids); values
+are escaped by the templates, the numbers table follows the metrics schema, and the sweep page shares the
+run report's base template."""
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import re
+import shutil
 from html.parser import HTMLParser
+from importlib import resources
 from pathlib import Path
 
+import jinja2
+import numpy as np
 import pytest
 from PIL import Image
 
-from dejavu import pipeline
+from dejavu.artifacts import load_table
 from dejavu.config import load_config
+from dejavu.metrics.schema import SUMMARY_ROWS
 from dejavu.report.figures import FIGURES
-from dejavu.report.html import gallery_section, read_samples
+from dejavu.report.format import FORMATS
+from dejavu.report.html import gallery_section, read_samples, render, write_figures
+from dejavu.report.sections import stage_timings
+from dejavu.report.sweep import write_sweep_report
+from dejavu.report.templating import render as render_template
 from dejavu.runs import Run, load_npz
+from dejavu.stages import STAGE_BY_NAME, run_all
 
 TINY_REPORT = [
     "data.images_per_class=40", "data.image_size=32", "data.input_size=16",
@@ -44,6 +57,28 @@ def parse(text: str) -> list[tuple[str, dict[str, str | None]]]:
     return parser.tags
 
 
+def assert_self_contained(text: str) -> None:
+    """No external resource: no script/link/iframe, no remote URL, images only as PNG data URIs."""
+    tags = parse(text)
+    for tag, attrs in tags:
+        for key in ("src", "href", "action", "data"):
+            value = attrs.get(key) or ""
+            assert not re.match(r"\s*([a-z]+:)?//", value, re.I), (tag, key, value[:80])
+        assert tag not in ("script", "link", "iframe", "object", "embed"), tag
+    assert not re.search(r"url\(|@import", text, re.I)
+    images = [attrs for tag, attrs in tags if tag == "img"]
+    assert images and all((a.get("src") or "").startswith("data:image/png;base64,") for a in images)
+
+
+def page_text(text: str) -> str:
+    """The page's visible text, tags stripped and entities decoded."""
+    parts: list[str] = []
+    parser = HTMLParser()
+    parser.handle_data = parts.append  # type: ignore[method-assign]
+    parser.feed(text)
+    return " ".join(" ".join(parts).split())
+
+
 def has_class(attrs: dict[str, str | None], name: str) -> bool:
     return name in (attrs.get("class") or "").split()
 
@@ -52,7 +87,7 @@ def has_class(attrs: dict[str, str | None], name: str) -> bool:
 def report_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Run, Path]:
     run = Run(tmp_path_factory.mktemp("report") / "run", load_config(None, TINY_REPORT))
     run.claim()
-    pipeline.run_all(run, log=lambda _: None)
+    run_all(run, log=lambda _: None)
     return run, run.root / "report.html"
 
 
@@ -70,15 +105,7 @@ def test_report_is_self_contained_with_verdict_first(report_run: tuple[Run, Path
     assert html.escape(verdict) in text
     # The verdict is the first paragraph of the page, right under the title.
     assert text.index(html.escape(verdict)) < text.index("<h2")
-    tags = parse(text)
-    for tag, attrs in tags:
-        for key in ("src", "href", "action", "data"):
-            value = attrs.get(key) or ""
-            assert not re.match(r"\s*(https?:)?//", value, re.I), (tag, key, value[:80])
-        assert tag not in ("script", "link", "iframe", "object", "embed")
-    assert not re.search(r"url\(\s*['\"]?\s*(https?:)?//", text, re.I)
-    images = [attrs for tag, attrs in tags if tag == "img"]
-    assert images and all((a.get("src") or "").startswith("data:image/png;base64,") for a in images)
+    assert_self_contained(text)
 
 
 def test_figures_are_valid_pngs(report_run: tuple[Run, Path]) -> None:
@@ -122,7 +149,7 @@ def test_gallery_shows_the_most_confident_memorized_with_their_neighbours(report
 
 def test_gallery_caps_at_its_size_and_says_when_empty(report_run: tuple[Run, Path]) -> None:
     run, _ = report_run
-    table = pipeline.load_table(run)
+    table = load_table(run)
     samples = read_samples(run.root / "samples.csv")
     all_memorized = [{**r, "partition": "memorized"} for r in samples]
     tags = parse(gallery_section(run, table, all_memorized))
@@ -169,3 +196,103 @@ def test_membership_inference_section_matches_metrics(report_run: tuple[Run, Pat
     assert f"1/{roc['n_nonmembers']} = {roc['min_measurable_fpr']:.3g}" in section
     assert 'id="fig-roc"' in section and text.count('id="fig-roc"') == 1
     assert (run.figures_dir / "roc.png").read_bytes()[:8] == PNG_SIGNATURE
+
+
+EVIL = '<script>alert("x")</script>'
+
+
+def test_values_are_escaped_by_the_templates(report_run: tuple[Run, Path], tmp_path: Path) -> None:
+    """Class names, the run folder's path and the verdict come from data; markup in them shows as text."""
+    run, _ = report_run
+    # A run folder whose name holds markup (no '/' allowed in a name).
+    root = tmp_path / 'run<b onmouseover="x">&'
+    shutil.copytree(run.root, root)
+    evil_run = Run(root, run.config)
+    table = load_table(evil_run)
+    names = np.array([f"{name}{EVIL}" for name in table.class_names.tolist()])
+    table = dataclasses.replace(table, class_names=names)
+    metrics = json.loads((root / "metrics.json").read_text())
+    metrics["verdict"] = f"verdict {EVIL}"
+    samples = read_samples(root / "samples.csv")
+    page = render(evil_run, metrics, write_figures(evil_run, metrics), table, samples, tuple(STAGE_BY_NAME))
+    tags = parse(page)
+    assert not [tag for tag, _ in tags if tag in ("script", "b")]
+    assert html.escape(EVIL, quote=False) in page.replace("&#34;", '"')
+    text = page_text(page)
+    assert f"verdict {EVIL}" in text and f"Run folder {root}" in text
+    # Class names appear in the per-class table, the crops and the gallery, always as text.
+    assert text.count(EVIL) >= 2
+    assert_self_contained(page)
+
+
+def test_numbers_table_rows_come_from_the_schema(report_run: tuple[Run, Path]) -> None:
+    run, path = report_run
+    metrics = json.loads((run.root / "metrics.json").read_text())
+    summaries = {"pooled": metrics, **{f"direction {k}": v for k, v in metrics["directions"].items()},
+                 "control": metrics["control"], **{f"control {k}": v for k, v in metrics["control"]["directions"].items()}}
+    # Every key the report asks for exists in every summary it shows (a renamed metric fails here).
+    for name, summary in summaries.items():
+        missing = [row.key for row in SUMMARY_ROWS if row.key not in summary]
+        assert not missing, (name, missing)
+    assert all(row.format in FORMATS for row in SUMMARY_ROWS)
+    text = path.read_text(encoding="utf-8")
+    first = text[text.index("<table class=\"numbers\">"):]
+    first = first[:first.index("</table>")]
+    cells = re.findall(r"<tr><td>(.*?)</td><td>(.*?)</td></tr>", first)
+    level = round(100 * metrics["ci_level"])
+    labels = [f"gap {level} % bootstrap interval" if row.key == "gap_ci95" else row.label for row in SUMMARY_ROWS]
+    assert [html.unescape(label) for label, _ in cells] == labels
+    assert [html.unescape(value) for _, value in cells] == [FORMATS[row.format](metrics[row.key]) for row in SUMMARY_ROWS]
+
+
+def test_stage_timings_follow_the_given_order_then_other_markers(report_run: tuple[Run, Path]) -> None:
+    run, path = report_run
+    done = {p.name[:-len(".done.json")] for p in (run.root / "stages").glob("*.done.json")}
+    listed = [stage for stage, _ in stage_timings(run, ("metrics", "data"))]
+    assert listed[:2] == ["metrics", "data"] and listed[2:] == sorted(done - {"metrics", "data"})
+    footer = path.read_text(encoding="utf-8").split("<footer>")[1]
+    timings = footer[footer.index('class="timings"'):footer.index("</table>", footer.index('class="timings"'))]
+    shown = re.findall(r"<tr><td>([^<]+)</td>", timings)
+    # The report stage writes its marker after the page, so it is listed from the next report on.
+    assert shown == [name for name in STAGE_BY_NAME if name in done and name != "report"] or \
+        shown == [name for name in STAGE_BY_NAME if name in done]
+
+
+def test_templates_refuse_a_missing_variable() -> None:
+    with pytest.raises(jinja2.UndefinedError):
+        render_template("section_canaries.html")
+
+
+def _sweep_rows() -> tuple[dict, list[dict], list[dict]]:
+    study = {"config": f"base{EVIL}.yaml", "overrides": [], "seeds": 1, "redraw_split": False,
+             "sweeps": {"epochs": {"grid": {"attack.epoch": [1, EVIL]}, "zip": False, "overrides": []}}}
+    numbers = {"target_acc": 0.5, "reference_acc": 0.4, "gap": 0.1, "gap_ci_low": 0.0, "gap_ci_high": 0.2,
+               "mcnemar_p": 0.03, "memorized": 0.2, "correlated": 0.3, "misrepresented": 0.1, "auc": 0.6,
+               "control_gap": 0.0, "target_acc_top20": 0.6, "reference_acc_top20": 0.4,
+               "backbone_knn_test": 0.5, "backbone_knn_gap": 0.1, "backbone_linear_probe_test": 0.5,
+               "backbone_linear_probe_gap": 0.1}
+    rows = [{"sweep": "epochs", "attack.epoch": value, "seed": 0, **numbers,
+             "report": f"points/epoch={value}/report.html"} for value in (1, EVIL)]
+    summary = [{"sweep": "epochs", "attack.epoch": value, "seeds": [0], "verdict": f"0 of 1 {EVIL}",
+                "gap": {"mean": 0.1, "sd": 0.0}} for value in (1, EVIL)]
+    return study, rows, summary
+
+
+def test_sweep_page_shares_the_base_and_escapes(report_run: tuple[Run, Path], tmp_path: Path) -> None:
+    _, report = report_run
+    study, rows, summary = _sweep_rows()
+    page = write_sweep_report(tmp_path, study, rows, summary).read_text(encoding="utf-8")
+    css = resources.files("dejavu.report").joinpath("templates/report.css").read_text(encoding="utf-8")
+    run_page = report.read_text(encoding="utf-8")
+    # One base template: the same head and the same inline stylesheet on both pages.
+    for text in (page, run_page):
+        assert text.startswith("<!DOCTYPE html>") and text.count("<style>") == 1
+        assert re.search(r"<style>(.*?)</style>", text, re.S).group(1).strip() == css.strip()  # type: ignore[union-attr]
+        assert '<meta name="viewport"' in text
+    assert_self_contained(page)
+    assert not [tag for tag, _ in parse(page) if tag == "script"]
+    text = page_text(page)
+    assert f"Base config base{EVIL}.yaml" in text and f"0 of 1 {EVIL}" in text
+    links = [attrs["href"] for tag, attrs in parse(page) if tag == "a"]
+    assert links == [row["report"] for row in rows]
+    assert "+10.0 ± " not in text and "+10.0" in text  # one seed: mean without a spread

@@ -10,8 +10,8 @@ import pytest
 
 from dejavu.config import load_config, saved_epochs
 from dejavu.errors import CheckpointError, ConfigError
-from dejavu.pipeline import run_all, run_stage, weights_path
-from dejavu.reuse import adopt_stages
+from dejavu.stages import adopt_stages, run_all, run_stage
+from dejavu.stages.attack import weights_path
 from dejavu.runs import Run, derive_seeds, load_npz, read_json
 
 

@@ -252,7 +252,7 @@ def roc_run(tmp_path_factory):
     import torch
 
     from dejavu.config import load_config
-    from dejavu.pipeline import run_stage, stage_functions
+    from dejavu.stages import STAGE_BY_NAME, run_stage
     from dejavu.runs import Run
     from tests.conftest import TINY
 
@@ -261,7 +261,7 @@ def roc_run(tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        for name in stage_functions():
+        for name in STAGE_BY_NAME:
             if name != "evaluate":
                 run_stage(run, name, log=lambda _: None)
     finally:
@@ -291,7 +291,7 @@ def test_metrics_json_has_the_roc_of_the_csv_scores(roc_run):
 
 
 def test_csv_scores_recompute_from_the_saved_neighbours(roc_run):
-    from dejavu.pipeline import load_table
+    from dejavu.artifacts import load_table
     from dejavu.runs import load_npz
 
     n_classes = len(load_table(roc_run, with_images=False).class_names)

@@ -9,21 +9,16 @@ import sys
 import time
 from pathlib import Path
 
-from dejavu.config import CHOICES, config_from_dict, load_config
+from dejavu.config import choices, config_from_dict, load_config
+from dejavu.data.examples import write_examples
 from dejavu.errors import ConfigError, DejavuError, RunFolderError
-from dejavu.runs import read_json
-
-STAGE_COMMANDS = {
-    "data": ["data"],
-    "split": ["split"],
-    "crops": ["crops"],
-    "train": ["train_A", "train_B"],
-    "embed": ["embed"],
-    "evaluate": ["evaluate"],
-    "neighbours": ["neighbours"],
-    "metrics": ["metrics"],
-    "report": ["report"],
-}
+from dejavu.launch.slurm import SlurmRequest, submit
+from dejavu.metrics.schema import read_metrics
+from dejavu.runs import Run, read_json
+from dejavu.stages import COMMANDS, run_all, run_stage, set_threads, upstream_of
+from dejavu.sweep import run_sweep
+from dejavu import distributed
+from dejavu.train.loop import check_precision
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -44,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                        help="dotted config overrides, e.g. train.epochs=5 attack.k=50")
         data = p.add_argument_group("dataset shorthands (the same as the data.* / split.* keys)")
-        data.add_argument("--dataset", choices=CHOICES["data.dataset"],
+        data.add_argument("--dataset", choices=choices("data.dataset"),
                           help="data.dataset (default scenes, the built-in data)")
         data.add_argument("--root", help="data.root: the image folder (manifest: the CSV/JSONL file)")
         data.add_argument("--boxes", help="data.annotations: imagenet's Annotation/ folder, voc's Annotations/, "
@@ -82,8 +77,9 @@ def _parser() -> argparse.ArgumentParser:
     examples = sub.add_parser("examples", allow_abbrev=False, help="write tiny example datasets in every supported layout "
                                                "(imagenet, voc, coco, manifest) to try the commands of README")
     examples.add_argument("out", type=Path, help="folder to write them into (one subfolder per layout)")
-    for name in STAGE_COMMANDS:
-        p = sub.add_parser(name, allow_abbrev=False, help=f"re-run the {name} stage (after any unfinished stage it needs)")
+    for name, stages in COMMANDS.items():
+        what = f"the {name} stage" if stages == [name] else f"the stages {', '.join(stages)}"
+        p = sub.add_parser(name, allow_abbrev=False, help=f"re-run {what} (after any unfinished stage it needs)")
         common(p)
         if name == "train":
             p.add_argument("--model", choices=["A", "B"], default=None, help="train only this model (default both)")
@@ -93,8 +89,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from dejavu.train import distributed
-
     argv = sys.argv[1:] if argv is None else list(argv)
     args = _parser().parse_args(argv)
     command = args.command or "run"
@@ -133,8 +127,6 @@ def _shorthand_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def _examples(out: Path) -> int:
-    from dejavu.data.examples import write_examples
-
     written = write_examples(out)
     for layout, keys in written.items():
         flags = f"--dataset {keys['dataset']} --root {keys['root']}"
@@ -149,8 +141,6 @@ SLURM_DEFAULTS = {"nodes": 1, "gpus_per_node": 1, "cpus_per_task": 10, "slurm_ti
 
 def _submit(command: str, args: argparse.Namespace) -> int:
     """Submit this command (without the SLURM options, paths absolute) as a submitit job."""
-    from dejavu.train.slurm import SlurmRequest, submit
-
     if os.environ.get("DEJAVU_IN_JOB"):
         raise ConfigError("this command already runs inside a submitted dejavu job: it must not submit another")
     overrides = [*args.overrides, *_shorthand_overrides(args)]
@@ -167,7 +157,7 @@ def _submit(command: str, args: argparse.Namespace) -> int:
         job_argv.append("--resume")
     job_argv += overrides
     folder = out.parent / f"{out.name}.slurm"
-    job = submit(job_argv, request, folder)
+    job = submit(job_argv, request, folder, main)
     print(f"dejavu {command}: submitted job {job.job_id} ({request.executor}); logs in {folder}")
     if request.executor == "local":
         job.result()  # raises with the job's error if it failed
@@ -181,16 +171,9 @@ def _default_out(args: argparse.Namespace) -> Path:
 
 
 def _dispatch(command: str, args: argparse.Namespace) -> int:
-    from dejavu.pipeline import run_all, run_stage, set_threads, upstream_of
-    from dejavu.runs import Run
-    from dejavu.train import distributed
-    from dejavu.train.loop import check_precision
-
     if command == "examples":
         return _examples(args.out)
     if command == "sweep":
-        from dejavu.sweep import run_sweep
-
         out = _default_out(args)
         # Under torchrun every process trains each point; rank zero alone runs the other stages and writes.
         distributed.init()
@@ -239,7 +222,7 @@ def _dispatch(command: str, args: argparse.Namespace) -> int:
             _print_summary(run)
     else:
         set_threads(config)
-        stages = STAGE_COMMANDS[command]
+        stages = COMMANDS[command]
         if command == "train" and args.model:
             stages = [f"train_{args.model}"]
         # Prerequisites that are not done yet run first (finished ones are skipped); the named stage
@@ -255,7 +238,7 @@ def _dispatch(command: str, args: argparse.Namespace) -> int:
     return 0
 
 
-def _forget_resume_states(run, stages: list[str]) -> None:
+def _forget_resume_states(run: Run, stages: list[str]) -> None:
     for stage in stages:
         path = run.model_dir(stage.removeprefix("train_")) / "resume.pt"
         if path.exists():
@@ -263,12 +246,10 @@ def _forget_resume_states(run, stages: list[str]) -> None:
             path.unlink()
 
 
-def _print_summary(run) -> None:
-    from dejavu.runs import read_json
-
-    metrics = read_json(run.root / "metrics.json")
+def _print_summary(run: Run) -> None:
+    metrics = read_metrics(run.root / "metrics.json")
     print()
-    print(metrics["verdict"])
+    print(metrics.verdict)
     print(f"report: {(run.root / 'report.html').resolve()}")
 
 

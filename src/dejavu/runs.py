@@ -17,25 +17,13 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+import torch
 
 from dejavu.config import Config
 from dejavu.errors import RunFolderError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
-
-# What each stage reads, in execution order. A stage's fingerprint covers its own config and the
-# completion tokens of these stages, so re-running a stage (e.g. `dejavu train --model A`)
-# invalidates everything after it. pipeline.stage_functions follows this order; the report lists
-# timings by it.
-DEPENDS = {
-    "data": (), "split": ("data",), "crops": ("split",), "train_A": ("split",), "train_B": ("split",),
-    "embed": ("crops", "train_A", "train_B"), "evaluate": ("train_A", "train_B", "split"),
-    "neighbours": ("embed",), "metrics": ("neighbours",), "report": ("metrics", "evaluate"),
-}
-STAGES = tuple(DEPENDS)
-
-
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path, set_mode: bool = True) -> Iterator[Path]:
@@ -180,8 +168,6 @@ class Run:
             )
         self.root.mkdir(parents=True, exist_ok=True)
         write_json(config_path, self.config.to_dict())
-        import torch
-
         write_json(
             self.root / "run.json",
             {

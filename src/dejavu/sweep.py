@@ -45,8 +45,15 @@ import yaml
 
 from dejavu.config import Config, load_config
 from dejavu.errors import ConfigError
+from dejavu.metrics.schema import (
+    CONVENTIONAL_PARTS, SPREAD_METRICS, SWEEP_METRICS, MetricsFile, read_evaluation, read_metrics,
+)
 from dejavu.metrics.stats import as_float
+from dejavu.report.format import format_value
+from dejavu.report.sweep import write_sweep_report
 from dejavu.runs import Run, read_json, write_json, write_text
+from dejavu.stages import adopt_stages, run_all, set_threads
+from dejavu import distributed
 
 STUDY_KEYS = ("config", "overrides", "grid", "zip", "sweeps", "seeds", "redraw_split")
 SWEEP_KEYS = ("grid", "zip", "overrides")
@@ -60,11 +67,6 @@ class Point:
     seed: int  # the seed that varies over repeats: the run's seed, or train.seed with a fixed split
     name: str
     config: Config
-
-
-def format_value(value: Any) -> str:
-    """A grid value as written in tables, CSV and folder names (strings bare, the rest as JSON)."""
-    return json.dumps(value) if not isinstance(value, str) else value
 
 
 def _slug(values: dict[str, Any], seed: int) -> str:
@@ -102,9 +104,8 @@ def _combinations(where: str, grid: Any, zipped: Any) -> list[dict[str, Any]]:
     return [dict(zip(grid, combination)) for combination in itertools.product(*grid.values())]
 
 
-def load_study(path: str | Path) -> tuple[dict[str, Any], list[Point]]:
-    """Read and validate a study file; every point's config is built (and validated) before any work."""
-    path = Path(path)
+def _read_study(path: Path) -> tuple[dict[str, Any], str]:
+    """The study file's mapping (top-level keys checked) and how errors name it."""
     if not path.is_file():
         raise ConfigError(f"study file '{path}' does not exist")
     try:
@@ -117,33 +118,35 @@ def load_study(path: str | Path) -> tuple[dict[str, Any], list[Point]]:
     unknown = sorted(set(study) - set(STUDY_KEYS))
     if unknown:
         raise ConfigError(f"{where}: unknown key '{unknown[0]}'; valid: {', '.join(STUDY_KEYS)}")
+    return study, where
+
+
+def _study_sweeps(study: dict[str, Any], where: str) -> dict[str, dict[str, Any]]:
+    """The named sweeps (a top-level grid: one sweep named :data:`SINGLE`), their keys checked."""
     if "sweeps" in study and ("grid" in study or "zip" in study):
         raise ConfigError(f"{where}: give either 'grid' (and 'zip') for one sweep or 'sweeps' (named grids, each "
                           "with its own 'zip'), not both")
-    if "sweeps" in study:
-        sweeps = study["sweeps"]
-        if not isinstance(sweeps, dict) or not sweeps:
-            raise ConfigError(f"{where}: 'sweeps' is empty; give named grids, e.g. sweeps: {{layer: {{grid: "
-                              "{attack.layer: [backbone, projector]}}}}")
-        for name, sweep in sweeps.items():
-            if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_-]+", name):
-                raise ConfigError(f"{where}: sweep name {name!r} must be letters, digits, '_' or '-' (it names folders)")
-            if not isinstance(sweep, dict):
-                raise ConfigError(f"{where}, sweep '{name}': expected a mapping with keys {', '.join(SWEEP_KEYS)}")
-            bad = sorted(set(sweep) - set(SWEEP_KEYS))
-            if bad:
-                raise ConfigError(f"{where}, sweep '{name}': unknown key '{bad[0]}'; valid: {', '.join(SWEEP_KEYS)}")
-    else:
-        sweeps = {SINGLE: {"grid": study.get("grid"), "zip": study.get("zip", False)}}
-    seeds = study.get("seeds", 1)
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise ConfigError(f"{where}: 'seeds' must be an integer >= 1, found {seeds!r}")
-    redraw = study.get("redraw_split", True)
-    if not isinstance(redraw, bool):
-        raise ConfigError(f"{where}: 'redraw_split' must be true or false, found {redraw!r}")
-    overrides = _overrides(where, study.get("overrides"))
-    # The keys the repeats set are theirs alone: a grid or sweep override of them would be silently replaced.
-    # (The study's own `overrides` may set `seed`: the repeats count from it.)
+    if "sweeps" not in study:
+        return {SINGLE: {"grid": study.get("grid"), "zip": study.get("zip", False)}}
+    sweeps = study["sweeps"]
+    if not isinstance(sweeps, dict) or not sweeps:
+        raise ConfigError(f"{where}: 'sweeps' is empty; give named grids, e.g. sweeps: {{layer: {{grid: "
+                          "{attack.layer: [backbone, projector]}}}}")
+    for name, sweep in sweeps.items():
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+            raise ConfigError(f"{where}: sweep name {name!r} must be letters, digits, '_' or '-' (it names folders)")
+        if not isinstance(sweep, dict):
+            raise ConfigError(f"{where}, sweep '{name}': expected a mapping with keys {', '.join(SWEEP_KEYS)}")
+        bad = sorted(set(sweep) - set(SWEEP_KEYS))
+        if bad:
+            raise ConfigError(f"{where}, sweep '{name}': unknown key '{bad[0]}'; valid: {', '.join(SWEEP_KEYS)}")
+    return sweeps
+
+
+def _check_repeat_keys(study: dict[str, Any], sweeps: dict[str, dict[str, Any]], overrides: list[str],
+                       redraw: bool, where: str) -> None:
+    """The keys the repeats set are theirs alone: a grid or sweep override of them would be silently replaced.
+    (The study's own `overrides` may set `seed`: the repeats count from it.)"""
     for sweep_name, sweep in sweeps.items():
         for key in [*(sweep.get("grid") or {}), *map(_override_key, sweep.get("overrides") or [])]:
             if key in ("seed", "train.seed"):
@@ -153,73 +156,99 @@ def load_study(path: str | Path) -> tuple[dict[str, Any], list[Point]]:
     if not redraw and any(_override_key(item) == "train.seed" for item in overrides):
         raise ConfigError(f"{where}: 'overrides' sets 'train.seed', which the repeats set (redraw_split: false); "
                           "set 'seed' to move the repeats instead")
+
+
+def _sweep_points(points: list[Point], sweep_name: str, combinations: list[dict[str, Any]], point_overrides: list[str],
+                  base: Path | None, base_seed: int, seeds: int, redraw: bool, single: bool, where: str) -> None:
+    """Append one sweep's points (every combination x seed) to ``points``, each config built and validated."""
+    for values in combinations:
+        for repeat in range(seeds):
+            seed = base_seed + repeat
+            varied = f"seed={seed}" if redraw else f"train.seed={seed}"
+            overrides = [*point_overrides, *(f"{key}={json.dumps(value)}" for key, value in values.items()), varied]
+            try:
+                config = load_config(base, overrides)
+            except ConfigError as exc:
+                raise ConfigError(f"{where}, grid point {values}: {exc}") from None
+            slug = _slug(values, seed)
+            name = slug if single else f"{sweep_name}-{slug}"
+            # Equal configs in one sweep are one point listed twice (also 10 and 10.0).
+            twin = next((p for p in points if p.name == name or (p.sweep == sweep_name and p.seed == seed
+                                                                  and p.config == config)), None)
+            if twin is not None:
+                raise ConfigError(f"{where}: grid point {values} appears twice (as {twin.values}); "
+                                  "list each value once")
+            points.append(Point(sweep_name, values, seed, name, config))
+
+
+def load_study(path: str | Path) -> tuple[dict[str, Any], list[Point]]:
+    """Read and validate a study file; every point's config is built (and validated) before any work."""
+    path = Path(path)
+    study, where = _read_study(path)
+    sweeps = _study_sweeps(study, where)
+    seeds = study.get("seeds", 1)
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ConfigError(f"{where}: 'seeds' must be an integer >= 1, found {seeds!r}")
+    redraw = study.get("redraw_split", True)
+    if not isinstance(redraw, bool):
+        raise ConfigError(f"{where}: 'redraw_split' must be true or false, found {redraw!r}")
+    overrides = _overrides(where, study.get("overrides"))
+    _check_repeat_keys(study, sweeps, overrides, redraw, where)
     base = (path.parent / study["config"]).resolve() if study.get("config") else None
     try:
         base_seed = load_config(base, overrides).seed
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
-    points, resolved_sweeps = [], {}
+    points: list[Point] = []
+    resolved_sweeps = {}
     for sweep_name, sweep in sweeps.items():
         sweep_where = where if "sweeps" not in study else f"{where}, sweep '{sweep_name}'"
         combinations = _combinations(sweep_where, sweep.get("grid"), sweep.get("zip", False))
         sweep_overrides = _overrides(sweep_where, sweep.get("overrides"))
         resolved_sweeps[sweep_name] = {"grid": sweep["grid"], "zip": bool(sweep.get("zip", False)),
                                        "overrides": sweep_overrides}
-        for values in combinations:
-            for repeat in range(seeds):
-                seed = base_seed + repeat
-                varied = f"seed={seed}" if redraw else f"train.seed={seed}"
-                point_overrides = [*overrides, *sweep_overrides,
-                                   *(f"{key}={json.dumps(value)}" for key, value in values.items()), varied]
-                try:
-                    config = load_config(base, point_overrides)
-                except ConfigError as exc:
-                    raise ConfigError(f"{sweep_where}, grid point {values}: {exc}") from None
-                slug = _slug(values, seed)
-                name = slug if len(sweeps) == 1 else f"{sweep_name}-{slug}"
-                # Equal configs in one sweep are one point listed twice (also 10 and 10.0).
-                twin = next((p for p in points if p.name == name or (p.sweep == sweep_name and p.seed == seed
-                                                                      and p.config == config)), None)
-                if twin is not None:
-                    raise ConfigError(f"{sweep_where}: grid point {values} appears twice (as {twin.values}); "
-                                      "list each value once")
-                points.append(Point(sweep_name, values, seed, name, config))
+        _sweep_points(points, sweep_name, combinations, [*overrides, *sweep_overrides], base, base_seed, seeds,
+                      redraw, len(sweeps) == 1, sweep_where)
     resolved = {"config": str(base) if base else None, "overrides": overrides, "sweeps": resolved_sweeps,
                 "seeds": seeds, "redraw_split": redraw}
     return resolved, points
 
 
-ROW_KEYS = (
-    "target_acc", "reference_acc", "gap", "target_acc_top20", "reference_acc_top20", "dejavu_score_top20",
-    "memorized", "correlated", "misrepresented", "unassociated", "mcnemar_p",
+# sweep.csv's columns after the point's sweep, grid values and seed, all from the schema: metrics.json's
+# per-point numbers (ROW_KEYS: the fields marked `sweep`), the ones derived from it, the alpha, the
+# conventional metrics of model A (evaluation.json's numbers at the backbone and the attacked layer), the report.
+ROW_KEYS = SWEEP_METRICS
+DERIVED: tuple[tuple[str, Callable[[MetricsFile], Any]], ...] = (
+    ("gap_ci_low", lambda m: m.gap_ci95[0]),
+    ("gap_ci_high", lambda m: m.gap_ci95[1]),
+    ("auc", lambda m: m.roc.auc if m.roc is not None else None),  # None: a run from before the ROC
+    ("control_gap", lambda m: m.control.gap),
+    ("control_p", lambda m: m.control.mcnemar_p),
 )
-CONVENTIONAL = tuple(f"{layer}_{metric}_{part}" for layer in ("backbone", "attacked")
-                     for metric in ("knn", "linear_probe") for part in ("train", "test", "gap"))
+LAYERS = ("backbone", "attacked")
+CONVENTIONAL = tuple(f"{layer}_{metric}_{part}" for layer in LAYERS for metric, part in CONVENTIONAL_PARTS)
 
 
 def point_row(point: Point, run_root: Path) -> dict[str, Any]:
     """One CSV row: the point's values and seed, its attack metrics, AUC, control gap, conventional metrics
     of the target model A (at the backbone and at the attacked layer)."""
-    metrics = read_json(run_root / "metrics.json")
+    metrics = read_metrics(run_root / "metrics.json")
     row: dict[str, Any] = {"sweep": point.sweep, **point.values, "seed": point.seed}
-    row.update({key: metrics.get(key) for key in ROW_KEYS})
-    low, high = metrics.get("gap_ci95") or (None, None)
-    row.update(gap_ci_low=low, gap_ci_high=high, auc=(metrics.get("roc") or {}).get("auc"),
-               control_gap=metrics["control"]["gap"], control_p=metrics["control"]["mcnemar_p"],
-               alpha=point.config.metrics.alpha)
+    row.update({key: getattr(metrics, key) for key in ROW_KEYS})
+    row.update({name: value(metrics) for name, value in DERIVED})
+    row["alpha"] = point.config.metrics.alpha
     evaluation_path = run_root / "evaluation.json"
     if evaluation_path.is_file():
-        evaluation = read_json(evaluation_path)
-        for layer, name in (("backbone", "backbone"), (evaluation["attack_layer"], "attacked")):
-            for metric in ("knn", "linear_probe"):
-                for part in ("train", "test", "gap"):
-                    row[f"{name}_{metric}_{part}"] = evaluation["models"]["A"][layer][metric][part]
+        evaluation = read_evaluation(evaluation_path)
+        model = evaluation.models["A"]
+        for name, layer in zip(LAYERS, ("backbone", evaluation.attack_layer)):
+            for metric, part in CONVENTIONAL_PARTS:
+                row[f"{name}_{metric}_{part}"] = getattr(getattr(model[layer], metric), part)
     row["report"] = str((run_root / "report.html").relative_to(run_root.parent.parent))
     return row
 
 
-SUMMARY_METRICS = ("gap", "target_acc", "reference_acc", "target_acc_top20", "reference_acc_top20", "memorized",
-                   "correlated", "misrepresented", "unassociated", "auc", "control_gap", *CONVENTIONAL)
+SUMMARY_METRICS = (*SPREAD_METRICS, "auc", "control_gap", *CONVENTIONAL)
 
 
 def _spread(values: Sequence[float]) -> dict[str, float]:
@@ -244,8 +273,7 @@ def verdict(gaps: Sequence[float], p_values: Sequence[float], alpha: float) -> t
 
 
 # Row fields that are results, not the point's grid values.
-_NOT_VALUES = {"sweep", "seed", *ROW_KEYS, "gap_ci_low", "gap_ci_high", "auc", "control_gap", "control_p", "alpha",
-               *CONVENTIONAL, "report"}
+_NOT_VALUES = {"sweep", "seed", *ROW_KEYS, *(name for name, _ in DERIVED), "alpha", *CONVENTIONAL, "report"}
 
 
 def summarise_points(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -305,10 +333,6 @@ def run_sweep(study_path: str | Path, out: str | Path, log: Callable[[str], None
 
     Distributed (torchrun): every process trains each point's models; rank zero claims folders, adopts
     shared stages, runs the other stages and writes the tables (the others wait, and fail with it)."""
-    from dejavu.pipeline import run_all, set_threads
-    from dejavu.reuse import adopt_stages
-    from dejavu.train import distributed
-
     out = Path(out)
     resolved, points = load_study(study_path)
     for point in points:  # a batch the processes cannot split stops the study before any work
@@ -353,8 +377,6 @@ def _computed_seconds(root: Path) -> float:
 
 def _finish(out: Path, resolved: dict[str, Any], points: list[Point], rows: list[dict[str, Any]],
             seconds: dict[str, float], start: float, log: Callable[[str], None]) -> Path:
-    from dejavu.report.sweep import write_sweep_report
-
     summary = summarise_points(rows)
     keys = ["sweep", *dict.fromkeys(key for sweep in resolved["sweeps"].values() for key in sweep["grid"])]
     write_text(out / "sweep.csv", _csv(rows, [*keys, "seed"]))

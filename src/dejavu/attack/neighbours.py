@@ -6,14 +6,13 @@ matmul + top-k (uses a GPU when one is present). Both are exact; tests check the
 
 from __future__ import annotations
 
+import faiss
 import numpy as np
 import torch
 
 
 def knn_faiss(queries: np.ndarray, database: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Squared L2 distances (Q, k) ascending and database rows (Q, k), via faiss IndexFlatL2."""
-    import faiss
-
     database = np.ascontiguousarray(database, dtype=np.float32)
     index = faiss.IndexFlatL2(database.shape[1])
     index.add(database)

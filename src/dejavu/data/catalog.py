@@ -19,9 +19,12 @@ import torch
 from tqdm import tqdm
 
 from dejavu.config import DataConfig
+from dejavu.data.coco import read_coco
 from dejavu.data.decode import DecodedImages
-from dejavu.data.entries import Entry
+from dejavu.data.entries import Entry, check_entries
+from dejavu.data.imagenet import read_imagenet, read_voc
 from dejavu.data.leakage import perceptual_hash
+from dejavu.data.manifest import read_manifest
 from dejavu.data.records import ImageTable, pad_boxes
 from dejavu.data.scenes import ScenesDataset
 from dejavu.data.sources import workers_of
@@ -36,11 +39,6 @@ CHUNK = 1024
 
 def read_entries(data: DataConfig) -> list[Entry]:
     """The records of a file dataset (``data.dataset`` in imagenet, voc, coco, manifest), checked and sorted by id."""
-    from dejavu.data.coco import read_coco
-    from dejavu.data.entries import check_entries
-    from dejavu.data.imagenet import read_imagenet, read_voc
-    from dejavu.data.manifest import read_manifest
-
     root = Path(data.root).expanduser() if data.root else None
     annotations = Path(data.annotations).expanduser() if data.annotations else None
     classes = list(data.classes) or None
@@ -152,7 +150,27 @@ def ingest(entries: list[Entry], data: DataConfig, out_dir: Path, log: Callable[
     bar.close()
     save_progress(done)
 
-    sizes = np.stack([widths, heights], axis=1)
+    table, report = _decoded_table(entries, paths, np.stack([widths, heights], axis=1), shas, phashes, log)
+    if images is not None:
+        del images
+        partial_path.replace(out_dir / IMAGES)
+    elif (out_dir / IMAGES).exists():
+        (out_dir / IMAGES).unlink()
+    write_json(out_dir / "ingest.json", {"images": n, "cached": data.cache, "image_size": size, **report})
+    save_npz(out_dir / CATALOG, **table.catalog_arrays())
+    progress_path.unlink(missing_ok=True)
+    return load_catalog(out_dir)
+
+
+def _decoded_table(
+    entries: list[Entry], paths: np.ndarray, sizes: np.ndarray, shas: np.ndarray, phashes: np.ndarray,
+    log: Callable[[str], None],
+) -> tuple[ImageTable, dict]:
+    """The catalog table (no pixels) of the decoded entries, and the box check's report.
+
+    ``sizes`` is (N, 2) decoded width and height; ``shas`` the SHA-256 hex digests and ``phashes``
+    the uint64 perceptual hashes, one per entry. Labels index the sorted class names.
+    """
     report = check_boxes(entries, sizes)
     if report["clipped"]:
         log(f"[data] warning: {report['clipped']} box(es) extend past their image and will be clipped; "
@@ -165,15 +183,7 @@ def ingest(entries: list[Entry], data: DataConfig, out_dir: Path, log: Callable[
         ids=np.array([e.id for e in entries]), class_names=np.array(class_names), sizes=sizes, paths=paths,
         content_hashes=shas.astype(str), perceptual_hashes=phashes,
     )
-    if images is not None:
-        del images
-        partial_path.replace(out_dir / IMAGES)
-    elif (out_dir / IMAGES).exists():
-        (out_dir / IMAGES).unlink()
-    write_json(out_dir / "ingest.json", {"images": n, "cached": data.cache, "image_size": size, **report})
-    save_npz(out_dir / CATALOG, **table.catalog_arrays())
-    progress_path.unlink(missing_ok=True)
-    return load_catalog(out_dir)
+    return table, report
 
 
 def _source(entry: Entry) -> str:

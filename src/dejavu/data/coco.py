@@ -73,6 +73,54 @@ def _bbox(path: Path, annotation: dict, index: int) -> np.ndarray:
     return np.array([x, y, x + width, y + height], dtype=np.float64)
 
 
+def _categories(path: Path, data: dict, classes: list[str] | None) -> dict[int | str, str]:
+    """Category id -> name; refuses ``classes`` that name no category."""
+    category_names = {}
+    for index, category in enumerate(data["categories"]):
+        category_id = _identifier(path, category, "id", "categories", index)
+        category_names[category_id] = str(_field(path, category, "name", "categories", index))
+    if classes is not None:
+        unknown = sorted(set(classes) - set(category_names.values()))
+        if unknown:
+            raise DataError(
+                f"{path}: classes {', '.join(unknown)} are not category names; "
+                f"expected some of {', '.join(sorted(set(category_names.values())))}"
+            )
+    return category_names
+
+
+def _file_names(path: Path, data: dict) -> dict[int | str, str]:
+    """Image id -> file name, in the JSON's order (ids must be unique)."""
+    file_names = {}
+    for index, image in enumerate(data["images"]):
+        image_id = _identifier(path, image, "id", "images", index)
+        if image_id in file_names:
+            raise DataError(f"{path}: images[{index}] repeats image id {image_id!r}; expected unique ids")
+        file_names[image_id] = str(_field(path, image, "file_name", "images", index))
+    return file_names
+
+
+def _objects(
+    path: Path, data: dict, file_names: dict, category_names: dict
+) -> dict[int | str, list[tuple[np.ndarray, str, bool]]]:
+    """Per image id, in JSON order: (xyxy box (4,), category name, crowd flag) of each annotation."""
+    objects: dict[int | str, list[tuple[np.ndarray, str, bool]]] = {}
+    for index, annotation in enumerate(data["annotations"]):
+        image_id = _identifier(path, annotation, "image_id", "annotations", index)
+        category_id = _identifier(path, annotation, "category_id", "annotations", index)
+        name = f"annotation id {annotation.get('id', f'#{index}')}"
+        if image_id not in file_names:
+            raise DataError(f"{path}: {name} has image_id {image_id!r}, which is not among 'images'")
+        if category_id not in category_names:
+            raise DataError(
+                f"{path}: {name} has category_id {category_id!r}, which is not among 'categories'"
+            )
+        crowd = bool(annotation.get("iscrowd", 0))
+        box = _bbox(path, annotation, index)
+        objects.setdefault(image_id, []).append((box, category_names[category_id], crowd))
+    return objects
+
+
 def read_coco(root: Path, annotations: Path, label_policy: str = "largest",
               classes: list[str] | None = None) -> list[Entry]:
     """List a COCO instances JSON as entries, sorted by id.
@@ -100,39 +148,9 @@ def read_coco(root: Path, annotations: Path, label_policy: str = "largest",
     check_label_policy(label_policy, what)
     data = _load(annotations)
 
-    category_names = {}
-    for index, category in enumerate(data["categories"]):
-        category_id = _identifier(annotations, category, "id", "categories", index)
-        category_names[category_id] = str(_field(annotations, category, "name", "categories", index))
-    if classes is not None:
-        unknown = sorted(set(classes) - set(category_names.values()))
-        if unknown:
-            raise DataError(
-                f"{annotations}: classes {', '.join(unknown)} are not category names; "
-                f"expected some of {', '.join(sorted(set(category_names.values())))}"
-            )
-    file_names = {}
-    for index, image in enumerate(data["images"]):
-        image_id = _identifier(annotations, image, "id", "images", index)
-        if image_id in file_names:
-            raise DataError(f"{annotations}: images[{index}] repeats image id {image_id!r}; expected unique ids")
-        file_names[image_id] = str(_field(annotations, image, "file_name", "images", index))
-
-    # Per image, in JSON order: (box, category name, crowd flag).
-    objects: dict[object, list[tuple[np.ndarray, str, bool]]] = {}
-    for index, annotation in enumerate(data["annotations"]):
-        image_id = _identifier(annotations, annotation, "image_id", "annotations", index)
-        category_id = _identifier(annotations, annotation, "category_id", "annotations", index)
-        name = f"annotation id {annotation.get('id', f'#{index}')}"
-        if image_id not in file_names:
-            raise DataError(f"{annotations}: {name} has image_id {image_id!r}, which is not among 'images'")
-        if category_id not in category_names:
-            raise DataError(
-                f"{annotations}: {name} has category_id {category_id!r}, which is not among 'categories'"
-            )
-        crowd = bool(annotation.get("iscrowd", 0))
-        box = _bbox(annotations, annotation, index)
-        objects.setdefault(image_id, []).append((box, category_names[category_id], crowd))
+    category_names = _categories(annotations, data, classes)
+    file_names = _file_names(annotations, data)
+    objects = _objects(annotations, data, file_names, category_names)
 
     wanted = None if classes is None else set(classes)
     entries = []

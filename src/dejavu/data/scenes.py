@@ -13,6 +13,7 @@ from __future__ import annotations
 import colorsys
 
 import numpy as np
+from tqdm import tqdm
 
 from dejavu.data.records import ImageTable, Record
 
@@ -158,7 +159,5 @@ class ScenesDataset:
         """All images as one :class:`ImageTable` (``progress``: show a bar with rate and ETA)."""
         indices = range(len(self))
         if progress:
-            from tqdm import tqdm
-
             indices = tqdm(indices, desc="generate scenes", unit="img", mininterval=1.0, dynamic_ncols=True)
         return ImageTable.from_records([self[i] for i in indices], self.class_names)

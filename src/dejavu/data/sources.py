@@ -11,6 +11,7 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 
+from dejavu.data.augment import eval_crops
 from dejavu.data.decode import CropImages, DecodedImages
 from dejavu.data.records import ImageTable
 from dejavu.errors import DataError
@@ -84,7 +85,6 @@ def crop_batches(table: ImageTable, rows: np.ndarray, squares: np.ndarray, input
     Generated images are cut from the stored pixels (their full resolution); files are re-opened so
     that a crop keeps the original resolution, whatever the cache size.
     """
-    from dejavu.data.augment import eval_crops
 
     rows = np.asarray(rows, dtype=np.int64)
     squares = np.asarray(squares, dtype=np.int64).reshape(-1, 4)

@@ -1,13 +1,40 @@
-"""Typed schema of ``metrics.json`` (CONTRACT STUB: being filled in by the metrics-schema work).
+"""Typed schema of a run folder's ``metrics.json`` and ``evaluation.json``, and their one reader.
+
+Every key of the two files is a field of a dataclass below, in the file's key order; nested objects are
+nested dataclasses. The writers build the dataclasses and serialise them with :func:`to_json`; every
+reader goes through :func:`read_metrics` / :func:`read_evaluation`, which upgrade a file written by an
+older version (:func:`upgrade_metrics`, :func:`upgrade_evaluation`: the only compatibility code) and
+refuse an unknown or missing key with a :class:`~dejavu.errors.RunFolderError` naming the file and key.
+
+Schema versions: files written before this schema carry no ``schema_version`` and are version 1 (they
+may lack what was added over time: ``roc``, ``control.conclusive``; ``canaries`` and ``per_class`` are
+optional in every version). Version 2 is version 1's latest shape plus ``schema_version`` as first key.
+
+Field metadata (:func:`metric`) derives the tables that used to be string lists: ``pooled`` marks the
+per-direction numbers :func:`dejavu.metrics.tables.pooled_summary` averages (:data:`POOLED_MEANS`);
+``sweep`` / ``spread`` give a number's place among the columns of ``sweep.csv`` and ``summary.csv``.
 
 ``SUMMARY_ROWS`` is the contract the report builds its numbers tables from: one row per metric of a
-summary (pooled attack, a direction, the control), in display order.
+summary (pooled attack, a direction, the control), in display order; every key is a field of
+:class:`DirectionSummary` and of :class:`PooledSummary` (checked on import).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union
+
+from dejavu.errors import RunFolderError
+from dejavu.runs import read_json
+
+SCHEMA_VERSION = 2
+EVALUATION_SCHEMA_VERSION = 2
+# Below this many crops per half of T, "no gap on the control" would be no evidence at all.
+MIN_CONTROL_HALF = 10
 
 Format = Literal["integer", "pct", "points", "interval", "p_value"]
 
@@ -41,3 +68,387 @@ SUMMARY_ROWS: tuple[SummaryRow, ...] = (
     SummaryRow("McNemar c (target wrong, reference right)", "mcnemar_c", "integer"),
     SummaryRow("exact McNemar p", "mcnemar_p", "p_value"),
 )
+
+
+def metric(*, key: str | None = None, optional: bool = False, omit_none: bool = False, pooled: bool = False,
+           sweep: int | None = None, spread: int | None = None, default: Any = dataclasses.MISSING) -> Any:
+    """A field with schema metadata: ``key`` its JSON key (when not a Python name); ``optional`` the key may be
+    absent (absent reads as None); ``omit_none`` (implied by ``optional``) None is not written; ``pooled`` a
+    mean over directions; ``sweep`` / ``spread`` its column position in ``sweep.csv`` / ``summary.csv``."""
+    meta = {"key": key, "optional": optional, "omit_none": omit_none or optional, "pooled": pooled,
+            "sweep": sweep, "spread": spread}
+    return field(default=default, metadata=meta)
+
+
+def json_key(f: dataclasses.Field) -> str:
+    return f.metadata.get("key") or f.name
+
+
+# metrics.json ---------------------------------------------------------------------------------------
+@dataclass(kw_only=True)
+class Curve:
+    """Accuracy among the most confident fraction of the attacked crops, for 20 fractions."""
+
+    fractions: list[float]
+    target: list[float]
+    reference: list[float]
+
+
+@dataclass(kw_only=True)
+class DirectionSummary:
+    """One direction (A, B; T1, T2 for the control): accuracies in [0, 1], gap and scores as differences."""
+
+    n_attacked: int
+    target_acc: float
+    reference_acc: float
+    target_top5_acc: float
+    reference_top5_acc: float
+    target_acc_top20: float
+    reference_acc_top20: float
+    target_acc_top05: float
+    reference_acc_top05: float
+    memorized: float
+    correlated: float
+    misrepresented: float
+    unassociated: float
+    curve: Curve
+    gap: float
+    dejavu_score_top20: float
+    dejavu_score_top05: float
+    mcnemar_p: float
+    mcnemar_b: int
+    mcnemar_c: int
+    gap_ci95: list[float]
+
+
+@dataclass(kw_only=True)
+class PooledSummary:
+    """Both directions pooled: ``pooled`` fields are the mean over :attr:`directions`; McNemar on all pairs."""
+
+    n_attacked: int
+    target_acc: float = metric(pooled=True, sweep=1, spread=2)
+    reference_acc: float = metric(pooled=True, sweep=2, spread=3)
+    target_top5_acc: float = metric(pooled=True)
+    reference_top5_acc: float = metric(pooled=True)
+    target_acc_top20: float = metric(pooled=True, sweep=4, spread=4)
+    reference_acc_top20: float = metric(pooled=True, sweep=5, spread=5)
+    target_acc_top05: float = metric(pooled=True)
+    reference_acc_top05: float = metric(pooled=True)
+    gap: float = metric(pooled=True, sweep=3, spread=1)
+    dejavu_score_top20: float = metric(pooled=True, sweep=6)
+    dejavu_score_top05: float = metric(pooled=True)
+    memorized: float = metric(pooled=True, sweep=7, spread=6)
+    correlated: float = metric(pooled=True, sweep=8, spread=7)
+    misrepresented: float = metric(pooled=True, sweep=9, spread=8)
+    unassociated: float = metric(pooled=True, sweep=10, spread=9)
+    mcnemar_p: float = metric(sweep=11)
+    mcnemar_b: int
+    mcnemar_c: int
+    gap_ci95: list[float]
+    ci_level: float
+    curve: Curve
+    directions: dict[str, DirectionSummary]
+
+
+@dataclass(kw_only=True)
+class ControlSummary(PooledSummary):
+    """The control (held-out T split into halves T1, T2): conclusive when each half has
+    :data:`MIN_CONTROL_HALF` crops; indistinguishable from zero when conclusive and McNemar p > 0.05."""
+
+    conclusive: bool
+    indistinguishable_from_zero: bool
+
+
+@dataclass(kw_only=True)
+class RocCurve:
+    fpr: list[float]
+    tpr: list[float]
+
+
+@dataclass(kw_only=True)
+class Roc:
+    """:func:`dejavu.metrics.roc.roc_summary` at FPRs 0.01 and 0.001 (the canaries' at 0.01 only)."""
+
+    auc: float
+    auc_ci: list[float]
+    tpr_at_fpr_0_01: float = metric(key="tpr_at_fpr_0.01")
+    tpr_at_fpr_0_01_ci: list[float] = metric(key="tpr_at_fpr_0.01_ci")
+    tpr_at_fpr_0_001: float | None = metric(key="tpr_at_fpr_0.001", optional=True, default=None)
+    tpr_at_fpr_0_001_ci: list[float] | None = metric(key="tpr_at_fpr_0.001_ci", optional=True, default=None)
+    ci_level: float
+    bootstrap: int
+    n_members: int
+    n_nonmembers: int
+    min_measurable_fpr: float
+    curve: RocCurve
+
+
+@dataclass(kw_only=True)
+class ClassRow:
+    """Pooled accuracies and partition of one foreground class."""
+
+    label: int
+    class_: str = metric(key="class")
+    n_attacked: int
+    target_acc: float
+    reference_acc: float
+    memorized: float
+    correlated: float
+    misrepresented: float
+    unassociated: float
+
+
+@dataclass(kw_only=True)
+class CanaryGroup:
+    n: int
+    target_acc: float
+    reference_acc: float
+    memorized: float
+    mean_dejavu_score: float
+    gap: float
+
+
+@dataclass(kw_only=True)
+class CanaryRoc:
+    canaries_vs_T: Roc
+    ordinary_vs_T: Roc
+
+
+@dataclass(kw_only=True)
+class Canaries:
+    """The self-check of ``split.canaries`` (:func:`dejavu.metrics.tables.canary_summary`)."""
+
+    ids: int
+    repeats: int
+    canaries: CanaryGroup
+    ordinary: CanaryGroup
+    control: CanaryGroup
+    roc: CanaryRoc
+
+
+@dataclass(kw_only=True)
+class _Head:
+    schema_version: int
+    verdict: str
+    alpha: float
+
+
+@dataclass(kw_only=True)
+class _Tail:
+    control: ControlSummary
+    roc: Roc | None  # None: a version-1 file written before the ROC existed
+    per_class: list[ClassRow] | None = metric(optional=True, default=None)
+    canaries: Canaries | None = metric(optional=True, default=None)
+    # Written by the metrics stage (None while summarise's caller adds them itself; never None in a file).
+    split_sizes: dict[str, int] | None = metric(omit_none=True, default=None)
+    crops_skipped: dict[str, int] | None = metric(omit_none=True, default=None)
+
+
+@dataclass(kw_only=True)
+class MetricsFile(_Tail, PooledSummary, _Head):
+    """``metrics.json``: the pooled attack summary at the top level between the verdict and the control
+    (the bases' fields in the order _Head, PooledSummary, _Tail: the file's key order)."""
+
+
+# evaluation.json ------------------------------------------------------------------------------------
+@dataclass(kw_only=True)
+class TrainTest:
+    """Accuracy on the model's own training images and on T (full images); gap = train - test."""
+
+    train: float
+    test: float
+    gap: float
+
+
+@dataclass(kw_only=True)
+class LayerMetrics:
+    knn: TrainTest
+    linear_probe: TrainTest
+
+
+@dataclass(kw_only=True)
+class EvaluationFile:
+    """``evaluation.json``: ``models[model][layer]`` for models A, B at ``layers`` (backbone, attack layer)."""
+
+    schema_version: int
+    k: int
+    attack_layer: str
+    layers: list[str]
+    sizes: dict[str, int]
+    models: dict[str, dict[str, LayerMetrics]]
+    note: str
+
+
+# Derived tables -------------------------------------------------------------------------------------
+POOLED_MEANS: tuple[str, ...] = tuple(f.name for f in fields(PooledSummary) if f.metadata.get("pooled"))
+
+
+def _ordered(cls: type, what: str) -> tuple[str, ...]:
+    marked = [f for f in fields(cls) if f.metadata.get(what) is not None]
+    return tuple(f.name for f in sorted(marked, key=lambda f: f.metadata[what]))
+
+
+# Per-point numbers of sweep.csv (in column order) and those summary.csv spreads over seeds.
+SWEEP_METRICS: tuple[str, ...] = _ordered(PooledSummary, "sweep")
+SPREAD_METRICS: tuple[str, ...] = _ordered(PooledSummary, "spread")
+# evaluation.json's numbers of one model at one layer: (metric, part) in file order.
+CONVENTIONAL_PARTS: tuple[tuple[str, str], ...] = tuple(
+    (m.name, p.name) for m in fields(LayerMetrics) for p in fields(TrainTest))
+
+
+# Serialising and reading ----------------------------------------------------------------------------
+def to_json(value: Any) -> Any:
+    """A schema object as plain JSON values, keys in field order (``omit_none`` fields left out when None)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {json_key(f): to_json(getattr(value, f.name)) for f in fields(value)
+                if not (f.metadata.get("omit_none") and getattr(value, f.name) is None)}
+    if isinstance(value, dict):
+        return {key: to_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json(item) for item in value]
+    return value
+
+
+T = TypeVar("T")
+_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _wrong(file: str, path: str, expected: str, value: Any) -> RunFolderError:
+    text = repr(value)
+    found = text if len(text) <= 60 else text[:57] + "..."
+    return RunFolderError(f"{file}: key '{path}': expected {expected}, found {found}" if path else
+                          f"{file}: expected {expected}, found {found}")
+
+
+def _parse(annotation: Any, value: Any, file: str, path: str) -> Any:
+    origin = typing.get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        options = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return None if value is None else _parse(options[0], value, file, path)
+    if dataclasses.is_dataclass(annotation):
+        return from_json(annotation, value, file, path)
+    if origin is list:
+        if not isinstance(value, list):
+            raise _wrong(file, path, "a list", value)
+        (item,) = typing.get_args(annotation)
+        return [_parse(item, v, file, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise _wrong(file, path, "an object", value)
+        item = typing.get_args(annotation)[1]
+        return {k: _parse(item, v, file, f"{path}.{k}") for k, v in value.items()}
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _wrong(file, path, _NAMES[float], value)
+        return value
+    if not isinstance(value, annotation) or (annotation is int and isinstance(value, bool)):
+        raise _wrong(file, path, _NAMES.get(annotation, str(annotation)), value)
+    return value
+
+
+def from_json(cls: type[T], payload: Any, file: str, path: str = "") -> T:
+    """``payload`` as a ``cls``, checked: an unknown key, a missing one or a value of another type raises
+    :class:`RunFolderError` naming ``file`` and the key's path (e.g. ``.../metrics.json: missing key
+    'control.conclusive'``)."""
+    if not isinstance(payload, dict):
+        raise _wrong(file, path, "an object", payload)
+    hints = typing.get_type_hints(cls)
+    known = {json_key(f): f for f in fields(cls)}
+    prefix = f"{path}." if path else ""
+    unknown = [key for key in payload if key not in known]
+    if unknown:
+        raise RunFolderError(f"{file}: unknown key '{prefix}{unknown[0]}' (this schema version knows: "
+                             f"{', '.join(known)})")
+    values = {}
+    for key, f in known.items():
+        if key not in payload and not f.metadata.get("optional"):
+            raise RunFolderError(f"{file}: missing key '{prefix}{key}'")
+        values[f.name] = _parse(hints[f.name], payload.get(key), file, prefix + key)
+    return cls(**values)
+
+
+def upgrade_metrics(payload: dict[str, Any]) -> dict[str, Any]:
+    """Any version's ``metrics.json`` in the current shape (a new dict; the current version unchanged).
+
+    Version 1 (no ``schema_version``): before the ROC existed there is no ``roc`` (read as None); before
+    the control's size check ``control.conclusive`` is missing (derived as the metrics stage does now)."""
+    version = payload.get("schema_version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= SCHEMA_VERSION:
+        raise RunFolderError(f"metrics.json: schema_version {version!r} is not one this dejavu reads "
+                             f"(1 to {SCHEMA_VERSION}); re-run the metrics stage")
+    if version == SCHEMA_VERSION:
+        return dict(payload)
+    upgraded = {"schema_version": SCHEMA_VERSION, **payload}
+    control = upgraded.get("control")
+    if isinstance(control, dict) and "conclusive" not in control and isinstance(control.get("directions"), dict):
+        halves = [d.get("n_attacked", 0) for d in control["directions"].values()]
+        rest = {k: v for k, v in control.items() if k != "indistinguishable_from_zero"}
+        upgraded["control"] = {**rest, "conclusive": control_conclusive(halves),
+                               "indistinguishable_from_zero": control.get("indistinguishable_from_zero")}
+    if "roc" not in upgraded:
+        tail = {k: upgraded.pop(k) for k in list(upgraded) if k in ("per_class", "canaries", "split_sizes",
+                                                                       "crops_skipped")}
+        upgraded.update(roc=None, **tail)
+    return upgraded
+
+
+def upgrade_evaluation(payload: dict[str, Any]) -> dict[str, Any]:
+    """Any version's ``evaluation.json`` in the current shape (version 1: no ``schema_version``)."""
+    version = payload.get("schema_version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= EVALUATION_SCHEMA_VERSION:
+        raise RunFolderError(f"evaluation.json: schema_version {version!r} is not one this dejavu reads "
+                             f"(1 to {EVALUATION_SCHEMA_VERSION}); re-run the evaluate stage")
+    return dict(payload) if version == EVALUATION_SCHEMA_VERSION else {"schema_version": EVALUATION_SCHEMA_VERSION,
+                                                                       **payload}
+
+
+def control_conclusive(halves: list[int]) -> bool:
+    """Whether the control's halves are two and each holds :data:`MIN_CONTROL_HALF` crops."""
+    return len(halves) == 2 and min(halves) >= MIN_CONTROL_HALF
+
+
+def metrics_from_json(payload: Any, where: str | Path = "metrics.json") -> MetricsFile:
+    """A ``metrics.json`` payload of any version, upgraded and checked."""
+    if not isinstance(payload, dict):
+        raise _wrong(str(where), "", "an object", payload)
+    return from_json(MetricsFile, upgrade_metrics(payload), str(where))
+
+
+def evaluation_from_json(payload: Any, where: str | Path = "evaluation.json") -> EvaluationFile:
+    """An ``evaluation.json`` payload of any version, upgraded and checked."""
+    if not isinstance(payload, dict):
+        raise _wrong(str(where), "", "an object", payload)
+    return from_json(EvaluationFile, upgrade_evaluation(payload), str(where))
+
+
+def read_metrics(path: str | Path) -> MetricsFile:
+    """``metrics.json`` (a run folder's file path) read, upgraded from an older version and checked."""
+    return metrics_from_json(read_json(path), path)
+
+
+def read_evaluation(path: str | Path) -> EvaluationFile:
+    """``evaluation.json`` read, upgraded from an older version and checked."""
+    return evaluation_from_json(read_json(path), path)
+
+
+def evaluation_payload(*, k: int, attack_layer: str, layers: list[str], sizes: dict[str, int],
+                       models: dict[str, dict[str, Any]], note: str) -> dict[str, Any]:
+    """What the evaluate stage writes as ``evaluation.json``: ``models[model][layer]`` as
+    :func:`dejavu.evaluate.conventional.conventional_metrics` returns it; checked against the schema."""
+    payload = {"schema_version": EVALUATION_SCHEMA_VERSION, "k": k, "attack_layer": attack_layer,
+               "layers": list(layers), "sizes": sizes, "models": models, "note": note}
+    return to_json(from_json(EvaluationFile, to_json(payload), "evaluation.json"))
+
+
+def summary_fields(cls: type) -> set[str]:
+    return {json_key(f) for f in fields(cls)}
+
+
+def _check_summary_rows() -> None:
+    for row in SUMMARY_ROWS:
+        for cls in (DirectionSummary, PooledSummary):
+            if row.key not in summary_fields(cls):
+                raise AssertionError(f"SUMMARY_ROWS key '{row.key}' is not a field of {cls.__name__}")
+
+
+_check_summary_rows()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from dejavu.attack.vote import confidence, top_predictions, vote
@@ -9,13 +11,15 @@ from dejavu.data.records import ImageTable, index_of_ids
 from dejavu.metrics.partition import PARTS, partition_labels, partition_shares
 from dejavu.metrics.population import FRACTIONS, accuracy_at, accuracy_curve
 from dejavu.metrics.roc import roc_summary
+from dejavu.metrics.schema import (
+    MIN_CONTROL_HALF, POOLED_MEANS, SCHEMA_VERSION, Canaries, CanaryGroup, CanaryRoc, ClassRow, ControlSummary, Curve,
+    DirectionSummary, MetricsFile, PooledSummary, Roc, control_conclusive, from_json, to_json,
+)
 from dejavu.metrics.stats import bootstrap_gap_ci, mcnemar_exact
 
 # (direction, attacked set, target model, reference model). The swapped direction B cancels any
 # overall quality difference between the two models when the two are pooled (as in the paper).
 DIRECTIONS = (("A", "A", "A", "B"), ("B", "B", "B", "A"))
-# Below this many crops per half, "no gap on T" would be no evidence at all.
-MIN_CONTROL_HALF = 10
 
 
 def _predict(neighbour_labels: np.ndarray, n_classes: int, labels: np.ndarray) -> dict[str, np.ndarray]:
@@ -109,68 +113,67 @@ def attack_tables(
     return {"attack": _concat(attack), "control": _concat(control)}
 
 
-def direction_summary(rows: dict[str, np.ndarray]) -> dict:
-    """Accuracies (all, 20 %, 5 % most confident; top-1 and top-5), partition, McNemar, curve."""
+def direction_summary(rows: dict[str, np.ndarray], gap_ci95: list[float] | None = None) -> DirectionSummary:
+    """Accuracies (all, 20 %, 5 % most confident; top-1 and top-5), partition, McNemar, curve; ``gap_ci95``
+    the direction's bootstrap interval (NaN when not given)."""
     t_ok, r_ok = rows["target_correct"].astype(bool), rows["reference_correct"].astype(bool)
     t_conf, r_conf = rows["target_confidence"], rows["reference_confidence"]
-    summary = {
-        "n_attacked": int(len(t_ok)),
-        "target_acc": float(t_ok.mean()) if len(t_ok) else float("nan"),
-        "reference_acc": float(r_ok.mean()) if len(r_ok) else float("nan"),
-        "target_top5_acc": float(rows["target_top5_correct"].mean()) if len(t_ok) else float("nan"),
-        "reference_top5_acc": float(rows["reference_top5_correct"].mean()) if len(t_ok) else float("nan"),
+    nan = float("nan")
+    acc = {
+        "target_acc": float(t_ok.mean()) if len(t_ok) else nan,
+        "reference_acc": float(r_ok.mean()) if len(r_ok) else nan,
         "target_acc_top20": accuracy_at(t_ok, t_conf, 0.20),
         "reference_acc_top20": accuracy_at(r_ok, r_conf, 0.20),
         "target_acc_top05": accuracy_at(t_ok, t_conf, 0.05),
         "reference_acc_top05": accuracy_at(r_ok, r_conf, 0.05),
-        **partition_shares(t_ok, r_ok),
-        "curve": {
-            "fractions": FRACTIONS.tolist(),
-            "target": accuracy_curve(t_ok, t_conf).tolist(),
-            "reference": accuracy_curve(r_ok, r_conf).tolist(),
-        },
     }
-    summary["gap"] = summary["target_acc"] - summary["reference_acc"]
-    summary["dejavu_score_top20"] = summary["target_acc_top20"] - summary["reference_acc_top20"]
-    summary["dejavu_score_top05"] = summary["target_acc_top05"] - summary["reference_acc_top05"]
     test = mcnemar_exact(t_ok, r_ok)
-    summary.update(mcnemar_p=test.p_value, mcnemar_b=test.b, mcnemar_c=test.c)
-    return summary
+    return DirectionSummary(
+        n_attacked=int(len(t_ok)),
+        target_top5_acc=float(rows["target_top5_correct"].mean()) if len(t_ok) else nan,
+        reference_top5_acc=float(rows["reference_top5_correct"].mean()) if len(t_ok) else nan,
+        **acc, **partition_shares(t_ok, r_ok),
+        curve=Curve(fractions=FRACTIONS.tolist(), target=accuracy_curve(t_ok, t_conf).tolist(),
+                    reference=accuracy_curve(r_ok, r_conf).tolist()),
+        gap=acc["target_acc"] - acc["reference_acc"],
+        dejavu_score_top20=acc["target_acc_top20"] - acc["reference_acc_top20"],
+        dejavu_score_top05=acc["target_acc_top05"] - acc["reference_acc_top05"],
+        mcnemar_p=test.p_value, mcnemar_b=test.b, mcnemar_c=test.c,
+        gap_ci95=list(gap_ci95) if gap_ci95 is not None else [nan, nan],
+    )
 
 
-POOLED_MEANS = (
-    "target_acc", "reference_acc", "target_top5_acc", "reference_top5_acc", "target_acc_top20",
-    "reference_acc_top20", "target_acc_top05", "reference_acc_top05", "gap", "dejavu_score_top20",
-    "dejavu_score_top05", *PARTS,
-)
-
-
-def pooled_summary(rows: dict[str, np.ndarray], metrics_config, seed: int) -> dict:
-    """Both directions pooled as in the paper: each accuracy/share is the mean over directions;
-    McNemar on all paired examples; bootstrap interval of the pooled gap; per-direction detail."""
+def pooled_summary(rows: dict[str, np.ndarray], metrics_config, seed: int) -> PooledSummary:
+    """Both directions pooled as in the paper: each accuracy/share (``POOLED_MEANS``) is the mean over
+    directions; McNemar on all paired examples; bootstrap interval of the pooled gap; per-direction detail."""
     names = list(dict.fromkeys(rows["direction"].tolist()))
     subsets = {name: _select(rows, rows["direction"] == name) for name in names}
-    per_direction = {name: direction_summary(subset) for name, subset in subsets.items()}
-    pooled: dict = {"n_attacked": int(sum(d["n_attacked"] for d in per_direction.values()))}
-    for key in POOLED_MEANS:
-        pooled[key] = float(np.mean([d[key] for d in per_direction.values()]))
-    test = mcnemar_exact(rows["target_correct"].astype(bool), rows["reference_correct"].astype(bool))
-    pooled.update(mcnemar_p=test.p_value, mcnemar_b=test.b, mcnemar_c=test.c)
     pairs = {name: (subset["target_correct"], subset["reference_correct"]) for name, subset in subsets.items()}
-    pooled["gap_ci95"] = list(bootstrap_gap_ci(list(pairs.values()), metrics_config.bootstrap, metrics_config.ci_level, seed))
-    pooled["ci_level"] = metrics_config.ci_level
-    pooled["curve"] = {
-        "fractions": FRACTIONS.tolist(),
-        "target": np.mean([d["curve"]["target"] for d in per_direction.values()], axis=0).tolist(),
-        "reference": np.mean([d["curve"]["reference"] for d in per_direction.values()], axis=0).tolist(),
+    level, resamples = metrics_config.ci_level, metrics_config.bootstrap
+    per_direction = {
+        name: direction_summary(subset, list(bootstrap_gap_ci([pairs[name]], resamples, level, seed)))
+        for name, subset in subsets.items()
     }
-    for name, detail in per_direction.items():
-        detail["gap_ci95"] = list(bootstrap_gap_ci([pairs[name]], metrics_config.bootstrap, metrics_config.ci_level, seed))
-    pooled["directions"] = per_direction
-    return pooled
+    details = list(per_direction.values())
+    test = mcnemar_exact(rows["target_correct"].astype(bool), rows["reference_correct"].astype(bool))
+    return PooledSummary(
+        n_attacked=int(sum(d.n_attacked for d in details)),
+        **{key: float(np.mean([getattr(d, key) for d in details])) for key in POOLED_MEANS},
+        mcnemar_p=test.p_value, mcnemar_b=test.b, mcnemar_c=test.c,
+        gap_ci95=list(bootstrap_gap_ci(list(pairs.values()), resamples, level, seed)),
+        ci_level=level,
+        curve=Curve(fractions=FRACTIONS.tolist(),
+                    target=np.mean([d.curve.target for d in details], axis=0).tolist(),
+                    reference=np.mean([d.curve.reference for d in details], axis=0).tolist()),
+        directions=per_direction,
+    )
 
 
-def per_class(rows: dict[str, np.ndarray], class_names: np.ndarray) -> list[dict]:
+def _fields_of(summary: PooledSummary) -> dict:
+    return {f.name: getattr(summary, f.name) for f in dataclasses.fields(PooledSummary)}
+
+
+def per_class(rows: dict[str, np.ndarray], class_names: np.ndarray) -> list[ClassRow]:
     """Pooled accuracies and partition per foreground class (mean over the two directions)."""
     out = []
     for label, name in enumerate(class_names):
@@ -178,50 +181,51 @@ def per_class(rows: dict[str, np.ndarray], class_names: np.ndarray) -> list[dict
         if not len(subset["label"]):
             continue
         directions = [_select(subset, subset["direction"] == d) for d in dict.fromkeys(subset["direction"].tolist())]
-        entry = {"label": label, "class": str(name), "n_attacked": int(len(subset["label"]))}
-        for key in ("target_correct", "reference_correct"):
-            entry[key.replace("_correct", "_acc")] = float(np.mean([d[key].mean() for d in directions]))
         shares = [partition_shares(d["target_correct"].astype(bool), d["reference_correct"].astype(bool)) for d in directions]
-        entry.update({part: float(np.mean([s[part] for s in shares])) for part in PARTS})
-        out.append(entry)
+        out.append(ClassRow(
+            label=label, class_=str(name), n_attacked=int(len(subset["label"])),
+            **{key.replace("_correct", "_acc"): float(np.mean([d[key].mean() for d in directions]))
+               for key in ("target_correct", "reference_correct")},
+            **{part: float(np.mean([s[part] for s in shares])) for part in PARTS},
+        ))
     return out
 
 
-def verdict(attack: dict, control: dict, alpha: float) -> str:
+def verdict(attack: PooledSummary, control: ControlSummary, alpha: float) -> str:
     """The report's one-sentence conclusion."""
-    gap, p = attack["gap"] * 100, attack["mcnemar_p"]
-    lo, hi = (100 * v for v in attack["gap_ci95"])
+    gap, p = attack.gap * 100, attack.mcnemar_p
+    lo, hi = (100 * v for v in attack.gap_ci95)
     # The control passes at the conventional 5 % level (stricter than alpha for the attack on purpose:
     # failing to see a spurious gap should not be easy).
-    control_ok = control["mcnemar_p"] > 0.05
-    if not control["conclusive"]:
+    control_ok = control.mcnemar_p > 0.05
+    if not control.conclusive:
         control_text = (
-            f"the negative control is inconclusive: only {control['n_attacked']} held-out crops "
+            f"the negative control is inconclusive: only {control.n_attacked} held-out crops "
             f"(at least {2 * MIN_CONTROL_HALF} needed), so the test's calibration is unchecked"
         )
     else:
         control_text = (
-            f"on held-out images that neither model trained on, the gap is {control['gap'] * 100:+.1f} points "
-            f"(p = {control['mcnemar_p']:.2g}), indistinguishable from zero as it should be"
+            f"on held-out images that neither model trained on, the gap is {control.gap * 100:+.1f} points "
+            f"(p = {control.mcnemar_p:.2g}), indistinguishable from zero as it should be"
             if control_ok else
-            f"but the negative control on held-out images also shows a gap ({control['gap'] * 100:+.1f} points, "
-            f"p = {control['mcnemar_p']:.2g}), so the test is not trustworthy here"
+            f"but the negative control on held-out images also shows a gap ({control.gap * 100:+.1f} points, "
+            f"p = {control.mcnemar_p:.2g}), so the test is not trustworthy here"
         )
     if p < alpha and gap > 0:
         return (
             f"Déjà vu memorization detected: from background-only crops the target infers the foreground "
             f"label of its own training images {gap:.1f} points more often than the reference "
-            f"({attack['target_acc']:.1%} vs {attack['reference_acc']:.1%}, {100 * attack['ci_level']:.0f} % CI "
+            f"({attack.target_acc:.1%} vs {attack.reference_acc:.1%}, {100 * attack.ci_level:.0f} % CI "
             f"{lo:+.1f} to {hi:+.1f}, exact McNemar p = {p:.2g}); {control_text}."
         )
     return (
-        f"No déjà vu memorization detected at α = {alpha:g}: target {attack['target_acc']:.1%} vs "
-        f"reference {attack['reference_acc']:.1%} (gap {gap:+.1f} points, CI {lo:+.1f} to {hi:+.1f}, "
+        f"No déjà vu memorization detected at α = {alpha:g}: target {attack.target_acc:.1%} vs "
+        f"reference {attack.reference_acc:.1%} (gap {gap:+.1f} points, CI {lo:+.1f} to {hi:+.1f}, "
         f"p = {p:.2g}); {control_text}."
     )
 
 
-def _group_summary(rows: dict[str, np.ndarray]) -> dict:
+def _group_summary(rows: dict[str, np.ndarray]) -> CanaryGroup:
     """Plain means over the rows of one group (no pooling over directions)."""
     n = len(rows["id"])
     nan = float("nan")
@@ -233,15 +237,14 @@ def _group_summary(rows: dict[str, np.ndarray]) -> dict:
         "memorized": float(np.mean(rows["partition"] == "memorized")) if n else nan,
         "mean_dejavu_score": float(rows["dejavu_score"].mean()) if n else nan,
     }
-    out["gap"] = out["target_acc"] - out["reference_acc"]
-    return out
+    return CanaryGroup(**out, gap=out["target_acc"] - out["reference_acc"])
 
 
 CANARY_GROUPS = ("canaries", "ordinary", "control")
 
 
 def canary_summary(tables: dict[str, dict[str, np.ndarray]], canaries: np.ndarray, repeats: int,
-                   metrics_config, seed: int) -> dict:
+                   metrics_config, seed: int) -> Canaries:
     """``metrics.json["canaries"]``: the self-check of ``split.canaries``. Direction A's attacked crops split
     into ``canaries`` (planted: model A saw them ``repeats`` times per epoch) and ``ordinary`` A images, and the
     ``control`` crops (T1 and T2, each in its own direction): per group ``n``, ``target_acc``,
@@ -252,43 +255,49 @@ def canary_summary(tables: dict[str, dict[str, np.ndarray]], canaries: np.ndarra
     planted = np.isin(a["id"].astype(str), np.asarray(canaries).astype(str))
     groups = {"canaries": _select(a, planted), "ordinary": _select(a, ~planted), "control": tables["control"]}
     control_scores = tables["control"]["dejavu_score"]
-    return {
-        "ids": int(len(canaries)),
-        "repeats": int(repeats),
-        **{name: _group_summary(rows) for name, rows in groups.items()},
-        "roc": {
-            f"{name}_vs_T": roc_summary(groups[name]["dejavu_score"], control_scores, fprs=(0.01,),
-                                        bootstrap=metrics_config.bootstrap, level=metrics_config.ci_level, seed=seed)
-            for name in ("canaries", "ordinary")
-        },
+    roc = {
+        f"{name}_vs_T": _roc(roc_summary(groups[name]["dejavu_score"], control_scores, fprs=(0.01,),
+                                         bootstrap=metrics_config.bootstrap, level=metrics_config.ci_level, seed=seed))
+        for name in ("canaries", "ordinary")
     }
+    return Canaries(ids=int(len(canaries)), repeats=int(repeats),
+                    **{name: _group_summary(rows) for name, rows in groups.items()}, roc=CanaryRoc(**roc))
+
+
+def _roc(summary: dict) -> Roc:
+    """:func:`roc_summary`'s dict as the schema's :class:`Roc` (keys checked)."""
+    return from_json(Roc, summary, "roc_summary")
 
 
 def summarise(tables: dict[str, dict[str, np.ndarray]], metrics_config, seed: int, class_names: np.ndarray | None = None,
-              canaries: np.ndarray | None = None, canary_repeats: int = 1) -> dict:
-    """``metrics.json``: pooled attack metrics at the top level, ``control`` with the same keys, and
-    ``roc``: :func:`dejavu.metrics.roc.roc_summary` of the per-example ``dejavu_score``, attacked crops
-    (members) against control crops (non-members). With ``canaries`` (ids, non-empty): ``canaries``,
-    :func:`canary_summary`."""
+              canaries: np.ndarray | None = None, canary_repeats: int = 1, split_sizes: dict[str, int] | None = None,
+              crops_skipped: dict[str, int] | None = None) -> dict:
+    """``metrics.json`` (:class:`dejavu.metrics.schema.MetricsFile` as JSON): pooled attack metrics at the top
+    level, ``control`` with the same keys, and ``roc``: :func:`dejavu.metrics.roc.roc_summary` of the
+    per-example ``dejavu_score``, attacked crops (members) against control crops (non-members). With
+    ``canaries`` (ids, non-empty): ``canaries``, :func:`canary_summary`. ``split_sizes`` and ``crops_skipped``
+    (the metrics stage's) last; left out when None."""
     attack = pooled_summary(tables["attack"], metrics_config, seed)
-    control = pooled_summary(tables["control"], metrics_config, seed)
-    halves = [d["n_attacked"] for d in control["directions"].values()]
-    control["conclusive"] = len(halves) == 2 and min(halves) >= MIN_CONTROL_HALF
-    control["indistinguishable_from_zero"] = bool(control["conclusive"] and control["mcnemar_p"] > 0.05)
-    result = {"verdict": verdict(attack, control, metrics_config.alpha), "alpha": metrics_config.alpha, **attack,
-              "control": control}
+    pooled_control = pooled_summary(tables["control"], metrics_config, seed)
+    conclusive = control_conclusive([d.n_attacked for d in pooled_control.directions.values()])
+    control = ControlSummary(**_fields_of(pooled_control), conclusive=conclusive,
+                             indistinguishable_from_zero=bool(conclusive and pooled_control.mcnemar_p > 0.05))
     # Membership-inference view: the per-example score of attacked crops (members: trained on by their
     # target) against control crops (non-members: trained on by neither model), each scored in its own
     # direction.
-    result["roc"] = roc_summary(
+    roc = _roc(roc_summary(
         tables["attack"]["dejavu_score"], tables["control"]["dejavu_score"],
         bootstrap=metrics_config.bootstrap, level=metrics_config.ci_level, seed=seed,
+    ))
+    metrics = MetricsFile(
+        schema_version=SCHEMA_VERSION, verdict=verdict(attack, control, metrics_config.alpha),
+        alpha=metrics_config.alpha, **_fields_of(attack), control=control, roc=roc,
+        per_class=per_class(tables["attack"], class_names) if class_names is not None else None,
+        canaries=canary_summary(tables, canaries, canary_repeats, metrics_config, seed)
+        if canaries is not None and len(canaries) else None,
+        split_sizes=split_sizes, crops_skipped=crops_skipped,
     )
-    if class_names is not None:
-        result["per_class"] = per_class(tables["attack"], class_names)
-    if canaries is not None and len(canaries):
-        result["canaries"] = canary_summary(tables, canaries, canary_repeats, metrics_config, seed)
-    return result
+    return to_json(metrics)
 
 
 def _select(rows: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarray]:

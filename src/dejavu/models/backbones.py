@@ -6,9 +6,9 @@ import torch
 import torchvision
 from torch import nn
 
+from dejavu.config.specs import resolve_patch_size
 from dejavu.errors import ConfigError
 
-BACKBONES = ("convnet", "resnet18", "resnet50", "resnet101", "vit_tiny", "vit_small", "vit_base")
 STEMS = ("auto", "small", "imagenet")
 
 # (num_layers, num_heads, hidden_dim, mlp_dim), the DeiT / ViT sizes.
@@ -22,6 +22,8 @@ _RESNETS = {
     "resnet50": torchvision.models.resnet50,
     "resnet101": torchvision.models.resnet101,
 }
+# What build_backbone builds (a test checks train.backbone's choices name exactly these).
+BACKBONES = ("convnet", *_RESNETS, *_VIT_SIZES)
 
 
 class ConvNet(nn.Module):
@@ -88,29 +90,6 @@ def resolve_stem(stem: str, input_size: int) -> str:
     if stem == "auto":
         return "small" if input_size <= 64 else "imagenet"
     return stem
-
-
-def resolve_patch_size(patch_size: int, input_size: int) -> int:
-    """The ViT patch side: ``0`` -> 16 from 128 px up, else ``max(2, input_size // 8)``.
-
-    Raises ConfigError when the patch does not tile ``input_size`` (torchvision requires it).
-
-    Example:
-        >>> resolve_patch_size(0, 32), resolve_patch_size(0, 64), resolve_patch_size(0, 224)
-        (4, 8, 16)
-    """
-    if patch_size < 0:
-        raise ConfigError(f"config key 'train.patch_size' = {patch_size}: expected 0 (auto) or a positive patch side")
-    chosen = patch_size or (16 if input_size >= 128 else max(2, input_size // 8))
-    if input_size % chosen:
-        divisors = [d for d in range(2, input_size + 1) if input_size % d == 0] or [input_size]
-        closest = min(divisors, key=lambda d: (abs(d - chosen), d))
-        value = f"{patch_size} (auto -> {chosen})" if patch_size == 0 else f"{patch_size}"
-        raise ConfigError(
-            f"config key 'train.patch_size' = {value} does not divide 'data.input_size' = {input_size}; "
-            f"set train.patch_size={closest} or data.input_size to a multiple of {chosen}"
-        )
-    return chosen
 
 
 def vit(name: str, input_size: int = 32, patch_size: int = 0) -> nn.Module:

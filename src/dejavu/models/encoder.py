@@ -5,40 +5,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dejavu.errors import ConfigError
+from dejavu.config.specs import check_layer, layer_names, parse_projector_spec  # noqa: F401 (layer_names: re-exported)
 from dejavu.models.backbones import build_backbone
-from dejavu.models.heads import parse_projector_spec, projector
+from dejavu.models.heads import projector
 
 # Layers every encoder has; "projector1".."projectorL" (one per projector layer) come from the spec.
 LAYERS = ("backbone", "projector")
-
-
-def layer_names(projector_spec: str) -> list[str]:
-    """Valid ``attack.layer`` values for a projector spec; ``"projector"`` is its last layer.
-
-    Example:
-        >>> layer_names("512-512")
-        ['backbone', 'projector1', 'projector2', 'projector']
-    """
-    depth = len(parse_projector_spec(projector_spec))
-    return ["backbone", *(f"projector{index}" for index in range(1, depth + 1)), "projector"]
-
-
-def check_layer(layer: str, projector_spec: str) -> None:
-    """Raise ConfigError naming ``attack.layer`` unless ``layer`` exists for this projector.
-
-    Example:
-        >>> check_layer("projector3", "512-512")  # doctest: +ELLIPSIS
-        Traceback (most recent call last):
-        ...
-        dejavu.errors.ConfigError: config key 'attack.layer' = 'projector3': ...
-    """
-    valid = layer_names(projector_spec)
-    if layer not in valid:
-        raise ConfigError(
-            f"config key 'attack.layer' = {layer!r}: unknown layer for train.projector = {projector_spec!r}; "
-            f"valid: {', '.join(valid)} (projectorN is the output of projector layer N)"
-        )
 
 
 class Encoder(nn.Module):

@@ -7,26 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
-from dejavu.errors import ConfigError
-
-
-def parse_projector_spec(spec: str) -> list[int]:
-    """``"512-512-512"`` -> ``[512, 512, 512]``; raises ConfigError naming ``train.projector``.
-
-    Example:
-        >>> parse_projector_spec("2048-256")
-        [2048, 256]
-    """
-    parts = str(spec).split("-")
-    try:
-        widths = [int(part) for part in parts]
-    except ValueError:
-        raise ConfigError(
-            f"config key 'train.projector' = {spec!r}: expected layer widths joined by '-', e.g. '512-512-512'"
-        ) from None
-    if not widths or min(widths) < 1:
-        raise ConfigError(f"config key 'train.projector' = {spec!r}: widths must be positive integers")
-    return widths
+from dejavu.config.specs import parse_projector_spec
 
 
 def projector(in_features: int, spec: str) -> nn.Sequential:

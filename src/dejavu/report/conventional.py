@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from dejavu.report.html import esc, pct, points, table_html
-from dejavu.runs import Run, read_json
+from dejavu.report.format import pct, points
+from dejavu.report.templating import render
+from dejavu.metrics.schema import read_evaluation, to_json
+from dejavu.runs import Run
 
 ROLES = {"A": "target", "B": "reference"}
+HEADER = ["model", "kNN train", "kNN test (T)", "kNN gap (points)", "probe train", "probe test (T)", "probe gap (points)"]
 
 
 def _layer_title(layer: str, attack_layer: str) -> str:
@@ -25,38 +28,26 @@ def _row(model: str, numbers: Mapping[str, Any]) -> list[str]:
             pct(probe.get("train")), pct(probe.get("test")), points(probe.get("gap"))]
 
 
-def conventional_section(run: Run) -> str:
-    """``<h2>`` section from ``evaluation.json``: one table per layer (kNN and linear-probe accuracy on each
-    model's training images and on T, and their gap); a short paragraph when the file is missing."""
+def conventional_data(run: Run) -> dict[str, Any]:
+    """From ``evaluation.json``: one table per layer (kNN and linear-probe accuracy on each model's training
+    images and on T, and their gap); ``missing`` when the file is absent."""
     path = run.root / "evaluation.json"
-    title = "<h2>Conventional metrics: kNN accuracy and linear probe</h2>"
     if not path.is_file():
-        return title + ('<p class="muted">Not computed: this run has no evaluation.json '
-                        "(run the evaluate stage).</p>")
-    evaluation = read_json(path)
+        return {"missing": True}
+    evaluation = to_json(read_evaluation(path))
     models: Mapping[str, Mapping[str, Any]] = evaluation.get("models", {})
     attack_layer = str(evaluation.get("attack_layer", run.config.attack.layer))
     layers = list(evaluation.get("layers") or dict.fromkeys(layer for per_model in models.values() for layer in per_model))
     sizes = evaluation.get("sizes", {})
-    header = ["model", "kNN train", "kNN test (T)", "kNN gap (points)",
-              "probe train", "probe test (T)", "probe gap (points)"]
-    parts = [
-        title,
-        f"<p>On full images: kNN accuracy is the majority label of the {esc(evaluation.get('k', ''))} nearest "
-        f"images of the public set X{_size(sizes, 'X')}; the linear probe is a linear classifier on the frozen, "
-        "standardised features, fitted on the model's own training images. <em>train</em>: the model's own "
-        f"training images; <em>test</em>: the held-out set T{_size(sizes, 'T')}; gap = train − test.</p>",
-        '<p>These are the numbers used to judge SSL models; they measure how well full images are '
-        "classified and do not measure memorization of backgrounds: a model can score the same here as its "
-        "reference and still reveal its training images' objects from background-only crops (the déjà vu "
-        "score above).</p>",
-    ]
-    for layer in layers:
-        rows = [_row(model, per_layer[layer]) for model, per_layer in models.items() if layer in per_layer]
-        parts.append(f"<h3>{esc(_layer_title(layer, attack_layer))}</h3>")
-        parts.append(table_html(header, rows, "numbers conventional"))
-    return "\n".join(parts)
+    return {
+        "missing": False, "k": evaluation.get("k", ""), "size_x": sizes.get("X"), "size_t": sizes.get("T"),
+        "header": HEADER,
+        "layers": [{"title": _layer_title(layer, attack_layer),
+                    "rows": [_row(model, per_layer[layer]) for model, per_layer in models.items() if layer in per_layer]}
+                   for layer in layers],
+    }
 
 
-def _size(sizes: Mapping[str, Any], name: str) -> str:
-    return f" ({esc(sizes[name])} images)" if name in sizes else ""
+def conventional_section(run: Run) -> str:
+    """The section as HTML (``<h2>`` and its tables, or a short paragraph when evaluation.json is missing)."""
+    return render("section_conventional.html", s=conventional_data(run))

@@ -1,4 +1,6 @@
-"""The sweep's page: paper-style figures against the first grid key, and a table linking every point's report."""
+"""The sweep's page: paper-style figures against the first grid key, and a table linking every point's report.
+
+``templates/sweep.html`` (extending ``base.html``, like the run report) lays out the plain data prepared here."""
 
 from __future__ import annotations
 
@@ -8,9 +10,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from dejavu.report.figures import PART_COLOURS, REFERENCE_COLOUR, TARGET_COLOUR, _figure, _number, save_png
-from dejavu.report.html import CSS, esc, img_tag, table_html
+from dejavu.report.format import format_value
+from dejavu.report.templating import data_uri, render
 from dejavu.runs import atomic_path
-from dejavu.sweep import format_value
 
 
 def _by_value(rows: Sequence[Mapping[str, Any]], key: str) -> tuple[list[Any], dict[Any, list[Mapping[str, Any]]]]:
@@ -99,74 +101,67 @@ def _values(row: Mapping[str, Any], keys: Sequence[str]) -> list[str]:
     return [format_value(row[key]) for key in keys]
 
 
-def _summary_table(keys: Sequence[str], summary: Sequence[Mapping[str, Any]]) -> str:
-    header = [*keys, "seeds", "gap (points)", "target / reference acc (%)", "memorized (%)", "AUC",
-              "control gap", "kNN / probe on T (A, %)", "verdict"]
-    body = [[*_values(entry, keys), " ".join(map(str, entry["seeds"])), _pm(entry, "gap", signed=True),
+SUMMARY_HEADER = ["seeds", "gap (points)", "target / reference acc (%)", "memorized (%)", "AUC", "control gap",
+                  "kNN / probe on T (A, %)", "verdict"]
+RUNS_HEADER = ["seed", "target / reference acc", "gap [95 % CI]", "McNemar p", "memorized", "AUC", "control gap",
+               "kNN / probe on T (A)", "report"]
+
+
+def _summary_rows(keys: Sequence[str], summary: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+    return [[*_values(entry, keys), " ".join(map(str, entry["seeds"])), _pm(entry, "gap", signed=True),
              f"{_pm(entry, 'target_acc')} / {_pm(entry, 'reference_acc')}", _pm(entry, "memorized"),
              _pm(entry, "auc", 1.0, digits=3), _pm(entry, "control_gap", signed=True),
              f"{_pm(entry, 'backbone_knn_test')} / {_pm(entry, 'backbone_linear_probe_test')}", entry["verdict"]]
             for entry in summary]
-    return table_html(header, body, "numbers")
 
 
-def _rows_table(keys: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> str:
-    header = [*keys, "seed", "target / reference acc", "gap [95 % CI]", "McNemar p", "memorized", "AUC",
-              "control gap", "kNN / probe on T (A)", "report"]
-    table = []
-    for row in rows:
-        cells = [
-            *_values(row, [*keys, "seed"]),
-            f"{100 * _number(row['target_acc']):.1f} % / {100 * _number(row['reference_acc']):.1f} %",
-            f"{100 * _number(row['gap']):+.1f} [{100 * _number(row['gap_ci_low']):+.1f}, {100 * _number(row['gap_ci_high']):+.1f}]",
-            f"{_number(row['mcnemar_p']):.2g}", f"{100 * _number(row['memorized']):.1f} %", f"{_number(row.get('auc')):.3f}",
-            f"{100 * _number(row['control_gap']):+.1f}",
-            f"{100 * _number(row.get('backbone_knn_test')):.1f} % / {100 * _number(row.get('backbone_linear_probe_test')):.1f} %",
-        ]
-        table.append([*(esc(cell) for cell in cells), f'<a href="{esc(row["report"])}">report</a>'])
-    return table_html(header, table, "numbers", escaped=True)
+def _run_row(keys: Sequence[str], row: Mapping[str, Any]) -> dict[str, Any]:
+    """One point's cells (text) and the relative link to its report."""
+    cells = [
+        *_values(row, [*keys, "seed"]),
+        f"{100 * _number(row['target_acc']):.1f} % / {100 * _number(row['reference_acc']):.1f} %",
+        f"{100 * _number(row['gap']):+.1f} [{100 * _number(row['gap_ci_low']):+.1f}, {100 * _number(row['gap_ci_high']):+.1f}]",
+        f"{_number(row['mcnemar_p']):.2g}", f"{100 * _number(row['memorized']):.1f} %", f"{_number(row.get('auc')):.3f}",
+        f"{100 * _number(row['control_gap']):+.1f}",
+        f"{100 * _number(row.get('backbone_knn_test')):.1f} % / {100 * _number(row.get('backbone_linear_probe_test')):.1f} %",
+    ]
+    return {"cells": cells, "report": str(row["report"])}
+
+
+def _sweep_data(out: Path, study: Mapping[str, Any], name: str, rows: Sequence[Mapping[str, Any]],
+                summary: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One sweep of the study: its figures (written to ``figures/``), points and runs."""
+    sweep = study["sweeps"][name]
+    keys = list(sweep["grid"])
+    these = [row for row in rows if row["sweep"] == name]
+    single = len(study["sweeps"]) == 1
+    figures = []
+    for key in keys[:1] if sweep["zip"] else keys:
+        stem = key.replace(".", "_") if single else f"{name}_{key.replace('.', '_')}"
+        pooled = len(keys) > 1 and not sweep["zip"]
+        png = save_png(sweep_figure(these, key, pooled), out / "figures" / f"sweep_{stem}.png")
+        figures.append({"key": key, "uri": data_uri(png)})
+    return {
+        "title": "" if single else name, "grid": str(sweep["grid"]), "zip": bool(sweep["zip"]),
+        "overrides": str(sweep["overrides"] or "none"), "figures": figures,
+        "summary_header": [*keys, *SUMMARY_HEADER],
+        "summary_rows": _summary_rows(keys, [entry for entry in summary if entry["sweep"] == name]),
+        "runs_header": [*keys, *RUNS_HEADER], "runs": [_run_row(keys, row) for row in these],
+    }
 
 
 def write_sweep_report(out: Path, study: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
                        summary: Sequence[Mapping[str, Any]]) -> Path:
     """``index.html`` (self-contained): per sweep, one figure per swept key (the first key of a zipped
     grid), the points' mean ± sd over seeds with a verdict, and every run linked to its report."""
-    sections = []
-    for name, sweep in study["sweeps"].items():
-        keys = list(sweep["grid"])
-        these = [row for row in rows if row["sweep"] == name]
-        title = "" if len(study["sweeps"]) == 1 else f"<h2>Sweep {esc(name)}</h2>"
-        figures = []
-        for key in keys[:1] if sweep["zip"] else keys:
-            stem = key.replace(".", "_") if len(study["sweeps"]) == 1 else f"{name}_{key.replace('.', '_')}"
-            pooled = len(keys) > 1 and not sweep["zip"]
-            png = save_png(sweep_figure(these, key, pooled), out / "figures" / f"sweep_{stem}.png")
-            figures.append(f"<h3>Against {esc(key)}</h3>{img_tag(png, key)}")
-        paired = " (values paired, not combined)" if sweep["zip"] else ""
-        sections += [
-            title,
-            f"<p>Grid {esc(sweep['grid'])}{paired}; overrides {esc(sweep['overrides'] or 'none')}.</p>",
-            *figures,
-            "<h3>Points (mean ± sd over seeds)</h3>",
-            _summary_table(keys, [entry for entry in summary if entry["sweep"] == name]),
-            "<h3>Runs</h3>",
-            _rows_table(keys, these),
-        ]
     seeds = (f"{study['seeds']} seed(s) per point, " +
              ("data, split and training re-drawn for each" if study["redraw_split"] else
               "one data split, the training's seed (train.seed) varied"))
-    page = "\n".join([
-        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>Déjà vu sweep – {esc(out.name)}</title><style>{CSS}</style></head><body>",
-        "<h1>Déjà vu sweep</h1>",
-        f"<p>Base config {esc(study.get('config') or 'built-in defaults')}; overrides {esc(study.get('overrides'))}; "
-        f"{esc(seeds)}. Figures pool the seeds (lines: mean; shaded: min to max over them; the gap's bars are ± one "
-        "standard deviation over seeds - and over the other keys' values where a grid combines several keys - and "
-        "its band spans the widest bootstrap interval). A point's verdict counts "
-        "the seeds whose gap is positive with McNemar p below metrics.alpha.</p>",
-        *sections,
-        "</body></html>",
-    ])
+    page = render(
+        "sweep.html", name=out.name, base_config=str(study.get("config") or "built-in defaults"),
+        overrides=str(study.get("overrides")), seeds=seeds,
+        sweeps=[_sweep_data(out, study, name, rows, summary) for name in study["sweeps"]],
+    )
     path = out / "index.html"
     with atomic_path(path) as tmp:
         tmp.write_bytes(page.encode("utf-8"))

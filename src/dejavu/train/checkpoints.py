@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from dejavu.errors import CheckpointError
@@ -28,8 +28,6 @@ def load_weights(path: Path, module: torch.nn.Module, expected: dict[str, Any] |
         raise CheckpointError(f"checkpoint '{path}' does not exist")
     try:
         state = load_file(str(path))
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt") as handle:
             metadata = json.loads((handle.metadata() or {}).get("dejavu", "{}"))
     except (SafetensorError, OSError, ValueError) as exc:

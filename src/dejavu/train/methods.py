@@ -7,6 +7,10 @@ DINO's teacher temperature) are arrays computed once here and indexed by ``step`
 
 ``encoder`` is what the attack embeds: the online network, except for DINO whose teacher is the
 network it evaluates (as in DINO's paper).
+
+Adding a method takes its loss (``dejavu/losses/<name>.py``), its settings (a dataclass registered in
+:mod:`dejavu.config.methods`, which makes ``train.method=<name>`` valid and adds ``train.<name>``), and
+here a ``Method`` subclass reading ``self.config.<name>`` plus its entry in ``METHODS``; nothing else.
 """
 
 from __future__ import annotations
@@ -25,8 +29,9 @@ from dejavu.losses.supervised import supervised_loss
 from dejavu.losses.vicreg import vicreg_loss
 from dejavu.models.encoder import Encoder, build_encoder
 from dejavu.models.heads import Prototypes, predictor
-from dejavu.train.distributed import gather
+from dejavu.distributed import gather
 from dejavu.train.ema import ema_update, momentum_schedule
+
 
 def full_precision(tensor: torch.Tensor):
     """Losses run in float32 even under autocast: casting inputs alone is not enough, autocast would
@@ -174,5 +179,5 @@ METHODS: dict[str, type[Method]] = {
 
 
 def build_method(config: TrainConfig, input_size: int, epochs: int, steps_per_epoch: int, n_classes: int = 0) -> Method:
-    """The method named by ``config.method`` (validated by the config against ``METHODS``)."""
+    """The method named by ``config.method`` (config.METHOD_NAMES, which a test keeps equal to ``METHODS``)."""
     return METHODS[config.method](config, input_size, epochs, steps_per_epoch, n_classes)

@@ -19,26 +19,21 @@ import shutil
 from pathlib import Path
 from typing import Callable, Iterable
 
-from dejavu.runs import STAGES, Run, atomic_path, read_json, write_json
+from dejavu.runs import Run, atomic_path, read_json, write_json
+from dejavu.stages.declaration import Stage, fingerprint
+from dejavu.stages.registry import STAGES, owned_elsewhere
 
-# What each stage writes, relative to the run folder (a folder stands for everything under it).
-# "data" owns data/ but for the files the split and crops stages write there.
-STAGE_OUTPUTS = {
-    "data": ("data",), "split": ("data/split.json",), "crops": ("data/crops.csv",),
-    "train_A": ("models/A",), "train_B": ("models/B",), "embed": ("embeddings",),
-    "evaluate": ("evaluation.json",), "neighbours": ("neighbours",),
-    "metrics": ("metrics.json", "samples.csv", "control_samples.csv"),
-}
-# The report names its own run folder and config, so it is always written anew (it takes seconds).
-ADOPTABLE = tuple(stage for stage in STAGES if stage in STAGE_OUTPUTS)
+# What a run folder may take from another: each stage's declared outputs (relative to the run folder;
+# a folder stands for everything under it but other stages' outputs). The report is not adoptable.
+ADOPTABLE = tuple(stage for stage in STAGES if stage.adoptable)
 
 
-def _files(root: Path, stage: str) -> list[Path]:
+def _files(root: Path, stage: Stage) -> list[Path]:
     """The files of ``stage`` under ``root``, relative to it."""
     # Files another stage owns inside this stage's folder (data/split.json, data/crops.csv) are not its.
-    skip = {Path(name) for other, names in STAGE_OUTPUTS.items() if other != stage for name in names}
+    skip = owned_elsewhere(stage.name)
     found = []
-    for name in STAGE_OUTPUTS[stage]:
+    for name in stage.outputs:
         path = root / name
         if path.is_dir():
             found += [p.relative_to(root) for p in sorted(path.rglob("*")) if p.is_file()]
@@ -69,15 +64,13 @@ def adopt_stages(run: Run, donors: Iterable[Run], log: Callable[[str], None] = p
     """Take every stage ``run`` has not done from the first donor that did it with the same fingerprint.
 
     Returns the stages adopted. A stage no donor has is skipped (those reading it will not match)."""
-    from dejavu.pipeline import fingerprints
-
     donors = [d for d in donors if d.root.resolve() != run.root.resolve()]
     adopted: dict[str, Path] = {}
     for stage in ADOPTABLE:
-        prints = fingerprints(run)
-        if run.is_done(stage, prints[stage]):
+        wanted_print = fingerprint(stage, run)
+        if run.is_done(stage.name, wanted_print):
             continue
-        donor = next((d for d in donors if d.is_done(stage, prints[stage])), None)
+        donor = next((d for d in donors if d.is_done(stage.name, wanted_print)), None)
         if donor is None:
             continue
         wanted = _files(donor.root, stage)
@@ -85,10 +78,10 @@ def adopt_stages(run: Run, donors: Iterable[Run], log: Callable[[str], None] = p
             (run.root / stale).unlink()
         for relative in wanted:
             _link(donor.root / relative, run.root / relative)
-        marker = read_json(donor.marker(stage))
+        marker = read_json(donor.marker(stage.name))
         # Name the folder that computed it, also when the donor had adopted it in turn.
-        write_json(run.marker(stage), {**marker, "adopted_from": marker.get("adopted_from") or str(donor.root)})
-        adopted[stage] = donor.root
+        write_json(run.marker(stage.name), {**marker, "adopted_from": marker.get("adopted_from") or str(donor.root)})
+        adopted[stage.name] = donor.root
     for source in dict.fromkeys(adopted.values()):
         log(f"[reuse] {', '.join(s for s, d in adopted.items() if d == source)} taken from {source}")
     return list(adopted)

@@ -12,7 +12,7 @@ import os
 import torch
 import torch.distributed as dist
 
-from dejavu.errors import ConfigError
+from dejavu.errors import ConfigError, DejavuError
 
 
 def launched() -> bool:
@@ -102,8 +102,6 @@ def on_rank_zero(work, what: str):
             broadcast_flag(True)
             raise
     if broadcast_flag(False):
-        from dejavu.errors import DejavuError
-
         raise DejavuError(f"rank 0 failed during {what}; see its error")
     return result
 

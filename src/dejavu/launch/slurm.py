@@ -8,8 +8,10 @@ is how the tests check it.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from dejavu.errors import ConfigError
 
@@ -25,40 +27,41 @@ class SlurmRequest:
 
 
 class DistributedCommand:
-    """The job's callable (pickled by submitit): set up the process's rank, then run ``dejavu``."""
+    """The job's callable (pickled by submitit): set up the process's rank, then run ``entry(argv)``.
 
-    def __init__(self, argv: list[str]):
+    ``entry`` is the command's ``main`` (``dejavu.cli.main``), passed in rather than imported so that
+    launching sits below the CLI; it is pickled by reference."""
+
+    def __init__(self, argv: list[str], entry: Callable[[list[str]], int]):
         self.argv = list(argv)
+        self.entry = entry
 
     def __call__(self) -> int:
-        import os
-
-        import submitit
+        import submitit  # optional extra, only inside a job
 
         os.environ["DEJAVU_IN_JOB"] = "1"  # the job must run the command, never submit it again
         environment = submitit.helpers.TorchDistributedEnvironment()
         if environment.world_size > 1:
-            # One GPU per task by LOCAL_RANK (dejavu.train.distributed picks cuda:LOCAL_RANK itself).
+            # One GPU per task by LOCAL_RANK (dejavu.distributed picks cuda:LOCAL_RANK itself).
             environment.export(set_cuda_visible_devices=False)
-        from dejavu.cli import main
-
-        code = main(self.argv)
+        code = self.entry(self.argv)
         if code:
             raise RuntimeError(f"dejavu {' '.join(self.argv)} exited with status {code}")
         return code
 
     def checkpoint(self):
         """On preemption or time-out submitit requeues the same command; training continues from its resume state."""
-        import submitit
+        import submitit  # optional extra, only inside a job
 
         argv = self.argv if "--resume" in self.argv else [*self.argv[:1], "--resume", *self.argv[1:]]
-        return submitit.helpers.DelayedSubmission(DistributedCommand(argv))
+        return submitit.helpers.DelayedSubmission(DistributedCommand(argv, self.entry))
 
 
-def submit(argv: list[str], request: SlurmRequest, folder: Path):
-    """Submit ``dejavu argv`` as one job; returns the submitit Job (``job.job_id``, ``job.result()``)."""
+def submit(argv: list[str], request: SlurmRequest, folder: Path, entry: Callable[[list[str]], int]):
+    """Submit ``entry(argv)`` (the ``dejavu`` command) as one job; returns the submitit Job
+    (``job.job_id``, ``job.result()``)."""
     try:
-        import submitit
+        import submitit  # optional extra (pip install -e '.[slurm]')
     except ImportError:
         raise ConfigError("SLURM submission needs submitit: pip install -e '.[slurm]' (or pip install submitit)") from None
     if request.nodes < 1 or request.gpus_per_node < 1:
@@ -82,4 +85,4 @@ def submit(argv: list[str], request: SlurmRequest, folder: Path):
             # One failed task ends the job, instead of the others waiting for it until the time limit.
             slurm_srun_args=["--kill-on-bad-exit=1"],
         )
-    return executor.submit(DistributedCommand(argv))
+    return executor.submit(DistributedCommand(argv, entry))

@@ -1,0 +1,141 @@
+"""Typed run configuration: dataclasses, YAML loading, dotted overrides, validation.
+
+The dataclass defaults *are* the demo run (`configs/demo.yaml` spells them out; a test keeps
+the two identical), so `dejavu run` with no arguments needs no file on disk.
+
+The layer declares itself: each key's type, default, choices (``Literal``) and bounds (``Annotated``)
+sit on its field in :mod:`~dejavu.config.schema`; the methods' sections in :mod:`~dejavu.config.methods`
+(adding a method is described there); the network strings' parsers in :mod:`~dejavu.config.specs`;
+checks across keys in :mod:`~dejavu.config.validation`. It imports nothing from dejavu but
+:mod:`dejavu.errors`, so the models import their parsers from here, never the other way round.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dejavu.config.checks import check_value, field_types
+from dejavu.config.methods import (
+    METHOD_CONFIGS, METHOD_NAMES, BarlowTwinsConfig, ByolConfig, DinoConfig, SimclrConfig, SupervisedConfig,
+    VicregConfig,
+)
+from dejavu.config.schema import (
+    AttackConfig, AugmentConfig, Config, CropConfig, DataConfig, EvaluateConfig, MetricsConfig, ReportConfig,
+    SplitConfig, TrainConfig, choices, saved_epochs, train_recipe,
+)
+from dejavu.config.validation import validate
+from dejavu.errors import ConfigError
+
+__all__ = [
+    "AttackConfig", "AugmentConfig", "BarlowTwinsConfig", "ByolConfig", "Config", "CropConfig", "DataConfig",
+    "DinoConfig", "EvaluateConfig", "METHOD_CONFIGS", "METHOD_NAMES", "MetricsConfig", "ReportConfig",
+    "SimclrConfig", "SplitConfig", "SupervisedConfig", "TrainConfig", "VicregConfig", "choices",
+    "config_from_dict", "load_config", "parse_overrides", "saved_epochs", "train_recipe", "validate",
+]
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
+    hints = field_types(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        where = f"section '{prefix[:-1]}'" if prefix else "the top level"
+        raise ConfigError(
+            f"unknown config key '{prefix}{unknown[0]}' in {where}; valid keys: {', '.join(names)}"
+        )
+    kwargs = {}
+    for name in names:
+        if name not in values:
+            continue
+        hint = hints[name]
+        path = prefix + name
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(values[name], dict):
+                raise ConfigError(f"config key '{path}': expected a mapping of keys, found {values[name]!r}")
+            kwargs[name] = _build(hint, values[name], path + ".")
+        else:
+            kwargs[name] = check_value(path, values[name], hint)
+    return cls(**kwargs)
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override '{dotted}': '{part}' is a value, not a section")
+    node[parts[-1]] = value
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """Turn ``["train.epochs=5", "attack.k=50"]`` into a nested dict (values parsed as YAML)."""
+    tree: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}': expected KEY=VALUE, e.g. train.epochs=5")
+        key, raw = item.split("=", 1)
+        if not key:
+            raise ConfigError(f"override '{item}': empty key")
+        _set_dotted(tree, key.strip(), yaml.safe_load(raw) if raw != "" else "")
+    return tree
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if path.is_dir():
+        raise ConfigError(f"config file '{path}' is a folder; expected a YAML file")
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' does not exist")
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file '{path}' is not valid YAML: {exc}") from None
+    if loaded is None:
+        loaded = {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file '{path}': expected a mapping at the top, found {type(loaded).__name__}")
+    return loaded
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config (or the demo defaults), apply dotted overrides, validate.
+
+    Example:
+        >>> cfg = load_config(None, ["train.epochs=5", "attack.k=50"])
+        >>> cfg.train.epochs, cfg.attack.k
+        (5, 50)
+    """
+    tree: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        tree = _read_yaml(path)
+        try:
+            _build(Config, tree, "")  # errors in the file itself name the file
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+    config = _build(Config, _merge(tree, parse_overrides(overrides or [])), "")
+    validate(config)
+    return config
+
+
+def config_from_dict(tree: dict[str, Any]) -> Config:
+    """Rebuild a Config from ``Config.to_dict()`` output (e.g. a run's saved ``config.json``)."""
+    if not isinstance(tree, dict):
+        raise ConfigError(f"expected a mapping of config keys, found {type(tree).__name__}")
+    config = _build(Config, tree, "")
+    validate(config)
+    return config

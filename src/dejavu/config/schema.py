@@ -1,0 +1,270 @@
+"""The run configuration's sections: every key with its type, default, choices (``Literal``) and bounds.
+
+Bounds are ``Annotated`` metadata (:mod:`dejavu.config.checks`), checked for every section by
+:func:`dejavu.config.validate`; checks across keys are its named functions. The methods' sections of
+``train`` come from :mod:`dejavu.config.methods`.
+"""
+
+import copy
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+from dejavu.config.checks import (
+    NON_NEGATIVE, POSITIVE, PROBABILITY, Check, at_least, field_types, literal_choices, pair_within, within,
+)
+from dejavu.config.methods import METHOD_CONFIGS, MethodName, with_method_sections
+
+Positive = Annotated[int, POSITIVE]
+
+
+@dataclass
+class DataConfig:
+    """The labelled image set: the built-in procedural `scenes`, or files (imagenet, voc, coco, manifest)."""
+
+    dataset: Literal["scenes", "imagenet", "voc", "coco", "manifest"] = "scenes"
+    # Files: `root` is the image folder (imagenet: the train folder of <wnid>/ subfolders; voc: the folder
+    # holding JPEGImages/ and Annotations/; coco: the folder of the images; manifest: the CSV/JSONL file,
+    # or the base folder of its paths). `annotations`: imagenet's Annotation/ folder (default
+    # <root>/../Annotation), voc's Annotations/ (default <root>/Annotations), coco's instances JSON, or the
+    # manifest when `root` is its base folder.
+    root: str = ""
+    annotations: str = ""
+    # Keep only these classes (wnids / category names); empty: all.
+    classes: list[str] = field(default_factory=list)
+    # VOC/COCO images hold several objects: the image's label is the largest object's class or the first's.
+    label_policy: Literal["largest", "first"] = "largest"
+    # Decode every file once into a uint8 cache of image_size x image_size (memory-mapped by later stages).
+    cache: bool = True
+    # DataLoader processes that decode files (-1: one per core, at most 8; 0: the main process).
+    workers: Annotated[int, at_least(-1, "-1 (one per core), 0 or a positive count")] = -1
+    # Built-in scenes only: classes, images per class, scene correlation, detail, object scale.
+    n_classes: Positive = 10
+    images_per_class: Positive = 700
+    # Probability that an image's scene type is its class's own scene (water -> swan);
+    # otherwise the scene is drawn uniformly, so backgrounds are informative but not decisive.
+    scene_correlation: float = 0.5
+    # Per-image gratings and motif in the background: what makes a single image memorizable.
+    background_detail: bool = True
+    object_scale: list[float] = field(default_factory=lambda: [0.35, 0.6])
+    # Scenes: the generated side. Files: the side of the cache (each image squashed to it; crops are
+    # cut from the original file at full resolution instead).
+    image_size: Annotated[Positive, at_least(16, "at least 16 pixels")] = 64
+    # Side of the square the models see (full images are resized to it, crops too).
+    input_size: Positive = 32
+
+
+@dataclass
+class SplitConfig:
+    """Per-class sizes of the disjoint sets A (target), B (reference), X (public), T (held-out)."""
+
+    # "balanced": exactly these counts per class from all images. "paper": Meehan et al.'s partition:
+    # boxed images split evenly between A and B up to a_per_class each, unboxed images fill both up to
+    # a_per_class as a shared set (trained on by both, never attacked), X from the rest; T first
+    # reserves t_per_class boxed images per class (the control attacks their crops).
+    # "auto": paper for file datasets, balanced for the built-in scenes.
+    scheme: Literal["auto", "balanced", "paper"] = "auto"
+    a_per_class: Positive = 10
+    b_per_class: Positive = 10
+    # Balanced: exact count. Paper: a cap (X takes what is left, at most this many per class).
+    x_per_class: Positive = 500
+    t_per_class: Positive = 100
+    # Paper scheme: X comes from what the partition with this many per class leaves (the paper
+    # uses 500 for every set size, so one X serves all of them); 0: a_per_class.
+    public_from_per_class: int = 0
+    # Near-duplicates: 64-bit perceptual hashes within this Hamming distance (-1: check disabled).
+    near_duplicate_distance: Annotated[int, Check(lambda v: -1 <= v <= 15, "-1 (off) to 15 bits")] = 4
+    # Drop all but one image of every exact/near-duplicate cluster before splitting.
+    drop_duplicates: bool = False
+    # Proceed even when a duplicate crosses two sets (the report then says so).
+    allow_leakage: bool = False
+    # Self-check: this many of A's boxed images (in all, 0: off) become canaries, planted memorization:
+    # model A sees each canary `canary_repeats` times per epoch (B and the sets A/B/X/T are unchanged);
+    # metrics.json["canaries"] and the report compare their detection with ordinary A images and T.
+    canaries: Annotated[int, at_least(0, "0 (off) or a positive count")] = 0
+    canary_repeats: Positive = 10
+
+
+@dataclass
+class CropConfig:
+    """Periphery crop: largest box-free rectangle by shortest side."""
+
+    # Crops whose shortest side is below this many pixels are skipped (reason recorded).
+    min_side_px: Positive = 12
+    # "periphery": the largest box-free rectangle; "corner": the paper's fixed lower-left corner
+    # variant (corner_fraction of width and height; it may contain part of an object, counted).
+    mode: Literal["periphery", "corner"] = "periphery"
+    # "optimal": the true largest box-free rectangle (kept when side >= min_side_px). "paper": the
+    # paper's candidates (never spanning a box's x-edge; kept when side > min_side_px; images with a
+    # box past the right edge skipped), for exact reproduction.
+    rule: Literal["optimal", "paper"] = "optimal"
+    corner_fraction: Annotated[float, within("(0, 1]", "a fraction")] = 0.3
+
+
+@dataclass
+class AugmentConfig:
+    """Two-view SSL augmentation (applied batched to tensors)."""
+
+    # Down to 8 % of the area (as VICReg on ImageNet): small views resemble the zoomed-in crops.
+    crop_scale: Annotated[list[float], pair_within("(0, 1]")] = field(default_factory=lambda: [0.08, 1.0])
+    flip_p: Annotated[float, PROBABILITY] = 0.5
+    jitter: Annotated[list[float], Check(
+        lambda v: len(v) == 4 and min(v) >= 0 and v[3] <= 0.5,
+        "4 non-negative numbers (brightness, contrast, saturation, hue <= 0.5)",
+    )] = field(default_factory=lambda: [0.4, 0.4, 0.2, 0.1])
+    jitter_p: Annotated[float, PROBABILITY] = 0.8
+    grayscale_p: Annotated[float, PROBABILITY] = 0.2
+
+
+@dataclass
+@with_method_sections(after="sync_batchnorm")  # train.vicreg, train.simclr, ...: one per registered method
+class TrainConfig:
+    """One recipe (method, network, optimisation), applied identically to the target (A) and the reference (B)."""
+
+    method: MethodName = "vicreg"
+    backbone: Literal["convnet", "resnet18", "resnet50", "resnet101", "vit_tiny", "vit_small", "vit_base"] = "convnet"
+    # ConvNet channel widths (convnet only).
+    widths: Annotated[list[int], Check(lambda v: len(v) >= 1 and min(v) >= 1, "positive channel widths")] = field(
+        default_factory=lambda: [16, 32, 64, 128]
+    )
+    # ResNet stem: "small" (3x3, stride 1, no max-pool) for 32-64 px, "imagenet", or "auto" (small up to 64 px).
+    stem: Literal["auto", "small", "imagenet"] = "auto"
+    # ViT patch side (0: 16 from 128 px up, else input_size // 8).
+    patch_size: Annotated[int, at_least(0, "0 (auto) or a positive patch side")] = 0
+    projector: str = "512-512-512"
+    epochs: Positive = 1000
+    # The global batch: split evenly over the processes of a distributed run.
+    batch_size: Annotated[Positive, at_least(2, "at least 2 (batch statistics)")] = 100
+    optimizer: Literal["adamw", "sgd", "lars"] = "adamw"
+    lr: Annotated[float, Check(lambda v: v > 0, "a positive learning rate")] = 1e-3
+    # "linear": the learning rate is lr x batch_size / 256 (the paper's base-lr convention); "none": lr as given.
+    lr_scaling: Literal["none", "linear"] = "none"
+    weight_decay: Annotated[float, NON_NEGATIVE] = 1e-4
+    momentum: Annotated[float, within("[0, 1)", "a momentum")] = 0.9
+    # Learning-rate schedule: linear warm-up (capped at `epochs`), then cosine decay to zero ("cosine")
+    # or flat ("constant").
+    schedule: Literal["cosine", "constant"] = "cosine"
+    warmup_epochs: Annotated[int, NON_NEGATIVE] = 10
+    # Clip the gradient's global norm to this (0: off).
+    grad_clip: Annotated[float, at_least(0, "0 (off) or a positive norm")] = 0.0
+    # Autocast precision on the device: "fp32", "bf16" (GPU or CPU) or "fp16" (GPU only, with a loss scaler).
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    # BatchNorm statistics over all processes of a distributed GPU run (torch's SyncBatchNorm needs GPUs).
+    sync_batchnorm: bool = False
+    # (here: one section per method, `vicreg: VicregConfig` ..., see dejavu.config.methods)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # Keep weights every N epochs for epoch sweeps (0: final weights only).
+    checkpoint_every: Annotated[int, NON_NEGATIVE] = 0
+    # Seed of the training alone (initialisation, augmentations, batch order); -1: derived from the run's
+    # `seed` like every other random choice. Set it to repeat a training over a fixed data split.
+    seed: Annotated[int, at_least(-1, "-1 (derived from seed) or a non-negative integer")] = -1
+    # The resume state is written after an epoch when this many seconds passed since the last one.
+    resume_every_s: float = 10.0
+
+
+def _plain(value: Any) -> Any:
+    """A section as a dict, a list copied (as ``dataclasses.asdict`` gives them)."""
+    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else copy.deepcopy(value)
+
+
+def train_recipe(train: TrainConfig) -> dict[str, Any]:
+    """The training section without the sections of methods not selected (they change nothing, and are not read)."""
+    recipe = {}
+    for item in dataclasses.fields(TrainConfig):
+        name = item.name
+        if name in METHOD_CONFIGS and name != train.method:
+            continue
+        if name == "resume_every_s":
+            continue  # how often the resume state is saved does not change the weights
+        if name == "seed" and train.seed == -1:
+            continue  # the default leaves the recipe (and checkpoints written before the key) as they were
+        recipe[name] = _plain(getattr(train, name))
+    return recipe
+
+
+def saved_epochs(train: TrainConfig) -> list[int]:
+    """The epochs whose weights a training keeps: every ``checkpoint_every``-th, and the last."""
+    every = train.checkpoint_every
+    return sorted({*(range(every, train.epochs, every) if every else ()), train.epochs})
+
+
+@dataclass
+class AttackConfig:
+    """Label inference from the periphery crop by k nearest public neighbours."""
+
+    layer: str = "projector"
+    # The weights audited (attack and conventional metrics): those after this training epoch, one of the
+    # epochs the training keeps (train.checkpoint_every); 0: the final weights.
+    epoch: Annotated[int, at_least(0, "0 (final weights) or a training epoch")] = 0
+    k: Positive = 100
+    backend: Literal["faiss", "torch"] = "faiss"
+    batch_size: Positive = 512
+
+
+@dataclass
+class EvaluateConfig:
+    """Conventional metrics next to memorization: kNN accuracy and a linear probe on full images."""
+
+    # Neighbours voting in kNN accuracy (capped at the size of X).
+    knn_k: Positive = 20
+    # Full-batch L-BFGS iterations of the linear probe.
+    probe_epochs: Positive = 100
+
+
+@dataclass
+class MetricsConfig:
+    """Statistics of the gap. Accuracies are always reported at p = 5 %, 20 % and the curve 5..100 %."""
+
+    bootstrap: Positive = 2000
+    ci_level: Annotated[float, within("(0, 1)", "a level")] = 0.95
+    alpha: Annotated[float, within("(0, 1)", "a level")] = 0.01
+
+
+@dataclass
+class ReportConfig:
+    gallery: Annotated[int, NON_NEGATIVE] = 16
+    neighbours: Annotated[int, NON_NEGATIVE] = 8
+
+
+@dataclass
+class Config:
+    """A whole run. `seed` drives every random choice; derived seeds are recorded in the run."""
+
+    seed: Annotated[int, at_least(0, "a non-negative integer")] = 0
+    threads: Annotated[int, at_least(0, "0 (all cores) or a positive count")] = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    crop: CropConfig = field(default_factory=CropConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def section_hash(self, *sections: str) -> str:
+        """Stable fingerprint of the named top-level sections (e.g. ``"data", "split"``)."""
+        payload = {name: self.to_dict()[name] for name in sections}
+        text = json.dumps(payload, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def choices(key: str) -> tuple[str, ...]:
+    """The valid values of a key typed as a ``Literal`` (e.g. ``choices("data.dataset")`` for the CLI).
+
+    Example:
+        >>> choices("train.optimizer")
+        ('adamw', 'sgd', 'lars')
+    """
+    section: type = Config
+    *path, name = key.split(".")
+    for part in path:
+        section = field_types(section)[part]
+    valid = literal_choices(field_types(section).get(name))
+    if valid is None:
+        raise KeyError(f"config key '{key}' has no fixed choices")
+    return valid

@@ -1,0 +1,118 @@
+"""Validation before any work: every key's declared choices and bounds, then the checks across keys."""
+
+from __future__ import annotations
+
+from dejavu.config.checks import check_fields
+from dejavu.config.schema import Config, saved_epochs
+from dejavu.config.specs import check_layer, parse_projector_spec, resolve_patch_size
+from dejavu.errors import ConfigError
+
+
+def validate(config: Config) -> None:
+    """Check values and their consistency before any work starts.
+
+    Each key's choices (``Literal``) and bounds (``Annotated``) are declared on its field and checked for
+    every section, those of the methods not selected too; what involves several keys is below.
+    """
+    check_fields(config)
+    for check in (_check_dataset, _check_split, _check_network, _check_attack_epoch):
+        check(config)
+
+
+def _check_dataset(config: Config) -> None:
+    d = config.data
+    if d.dataset == "scenes":
+        _check_scenes(config)
+    elif not d.root:
+        raise ConfigError(
+            f"config key 'data.root' is empty; dataset '{d.dataset}' reads its images from there "
+            "(e.g. data.root=/datasets/imagenet/train)"
+        )
+
+
+def _check_scenes(config: Config) -> None:
+    """Checks that only the built-in dataset allows before any work (file datasets check at split time)."""
+    d, s, c, a = config.data, config.split, config.crop, config.attack
+    if d.n_classes < 2:
+        raise ConfigError(f"config key 'data.n_classes': expected at least 2 classes, found {d.n_classes}")
+    if not 0.0 <= d.scene_correlation <= 1.0:
+        raise ConfigError(f"config key 'data.scene_correlation': expected a probability in [0, 1], found {d.scene_correlation}")
+    if len(d.object_scale) != 2 or not 0.0 < d.object_scale[0] <= d.object_scale[1] < 1.0:
+        raise ConfigError(f"config key 'data.object_scale': expected [low, high] with 0 < low <= high < 1, found {d.object_scale}")
+    if c.min_side_px > d.image_size:
+        raise ConfigError(
+            f"config key 'crop.min_side_px' = {c.min_side_px} is larger than the image "
+            f"(data.image_size = {d.image_size}): no crop could ever be kept"
+        )
+    needed = s.a_per_class + s.b_per_class + s.x_per_class + s.t_per_class
+    if s.scheme != "paper" and needed > d.images_per_class:
+        raise ConfigError(
+            f"split sizes do not fit the dataset: A+B+X+T = {s.a_per_class}+{s.b_per_class}+"
+            f"{s.x_per_class}+{s.t_per_class} = {needed} images per class, but "
+            f"data.images_per_class = {d.images_per_class}"
+        )
+    if s.t_per_class * d.n_classes < 2:
+        raise ConfigError("config key 'split.t_per_class': the negative control needs at least 2 held-out images")
+    n_public = s.x_per_class * d.n_classes
+    if a.k > n_public:
+        raise ConfigError(
+            f"config key 'attack.k' = {a.k} is larger than the public set X "
+            f"({s.x_per_class} per class x {d.n_classes} classes = {n_public} images)"
+        )
+
+
+def _check_split(config: Config) -> None:
+    d, s = config.data, config.split
+    if d.dataset == "scenes" and s.canaries > s.a_per_class * d.n_classes:  # file datasets: checked at split time
+        raise ConfigError(
+            f"config key 'split.canaries' = {s.canaries} is larger than A ({s.a_per_class} per class x "
+            f"{d.n_classes} classes = {s.a_per_class * d.n_classes} images)"
+        )
+    if s.public_from_per_class and s.public_from_per_class < s.a_per_class:
+        raise ConfigError(
+            f"config key 'split.public_from_per_class' = {s.public_from_per_class} is below split.a_per_class = "
+            f"{s.a_per_class}: X must come from the partition with the most images per class (or 0 for the same)"
+        )
+    if s.a_per_class != s.b_per_class:
+        raise ConfigError(
+            f"config keys 'split.a_per_class' ({s.a_per_class}) and 'split.b_per_class' ({s.b_per_class}) "
+            "must be equal: the reference must train on as much data as the target"
+        )
+    if s.a_per_class * d.n_classes < 2:
+        raise ConfigError("config key 'split.a_per_class': each model needs at least 2 training images")
+
+
+def _check_network(config: Config) -> None:
+    """The backbone against the input size, the projector spec, the attacked layer."""
+    d, t = config.data, config.train
+    if t.backbone == "convnet" and d.input_size < 2 ** len(t.widths):
+        raise ConfigError(
+            f"config key 'data.input_size' = {d.input_size} is too small for a {len(t.widths)}-block ConvNet "
+            f"(train.widths halves the resolution {len(t.widths)} times): use at least {2 ** len(t.widths)}"
+        )
+    parse_projector_spec(t.projector)
+    check_layer(config.attack.layer, t.projector)
+    if t.backbone.startswith("vit"):
+        resolve_patch_size(t.patch_size, d.input_size)
+        if t.method == "dino" and t.dino.local_crops:
+            raise ConfigError(
+                "config key 'train.dino.local_crops' needs a backbone that takes any input size (convnet, resnet*): "
+                f"torchvision's ViT takes only data.input_size = {d.input_size} px; set train.dino.local_crops=0"
+            )
+
+
+def _check_attack_epoch(config: Config) -> None:
+    """The audited weights exist: ``attack.epoch`` is one the training keeps."""
+    a, t = config.attack, config.train
+    if a.epoch > t.epochs:
+        raise ConfigError(
+            f"config key 'attack.epoch' = {a.epoch} is after the training's last epoch (train.epochs = {t.epochs}); "
+            f"choose an epoch up to {t.epochs}, or raise train.epochs"
+        )
+    if a.epoch and a.epoch not in (kept := saved_epochs(t)):
+        shown = ", ".join(map(str, kept)) if len(kept) <= 12 else f"{', '.join(map(str, kept[:10]))}, ..., {kept[-1]}"
+        raise ConfigError(
+            f"config key 'attack.epoch' = {a.epoch}: the training keeps weights only after epochs {shown} "
+            f"(train.epochs = {t.epochs}, train.checkpoint_every = {t.checkpoint_every}); choose one of those, "
+            f"or set train.checkpoint_every to a divisor of it (e.g. train.checkpoint_every={a.epoch})"
+        )

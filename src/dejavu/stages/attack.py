@@ -1,0 +1,112 @@
+"""The attack stages: embed X's images and the crops with both models, then their public neighbours."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dejavu.artifacts import CROP_SETS, MODELS, kept_crops, load_split, load_table
+from dejavu.attack.embed import embed_batches
+from dejavu.attack.neighbours import knn
+from dejavu.data.augment import eval_images
+from dejavu.data.records import index_of_ids
+from dejavu.data.sources import crop_batches, image_source
+from dejavu.errors import CheckpointError
+from dejavu.models.encoder import build_encoder
+from dejavu.runs import Run, load_npz, save_npz
+from dejavu.stages.declaration import Stage, fingerprint
+from dejavu.stages.train import TRAIN
+from dejavu import distributed
+from dejavu.train.checkpoints import load_weights
+from dejavu.train.loop import recipe_fingerprint
+
+# Keys of the stages that load the trained weights: the recipe builds the network, attack.epoch picks
+# the weights, the input size and cache side decide what it sees.
+ENCODER_KEYS = ("train", "attack.epoch", "data.input_size", "data.image_size")
+SPEED_KEYS = {"attack.batch_size": "how many images are embedded at once, not what they embed to"}
+
+
+def weights_path(run: Run, model: str) -> Path:
+    """The weights audited (``attack.epoch``): the final ones, or the checkpoint kept after that epoch."""
+    epoch, final = run.config.attack.epoch, run.config.train.epochs
+    if not epoch or epoch == final:
+        return run.model_dir(model) / "model.safetensors"
+    path = run.model_dir(model) / "checkpoints" / f"epoch_{epoch:05d}.safetensors"
+    if not path.is_file():
+        kept = sorted(int(p.stem.split("_")[1]) for p in path.parent.glob("epoch_*.safetensors"))
+        held = f"weights after epochs {kept} and the final ones" if kept else "only the final weights"
+        raise CheckpointError(
+            f"config key 'attack.epoch' = {epoch}, but '{path.parent}' holds {held} (epoch {final}): the "
+            f"checkpoint was deleted or never written. Choose one of those, or train again: dejavu train "
+            f"--model {model} --out {run.root}"
+        )
+    return path
+
+
+def load_encoder(run: Run, model: str) -> torch.nn.Module:
+    """The trained encoder of ``model``, checked to come from this run's recipe and data."""
+    c = run.config
+    encoder = build_encoder(c.train, c.data.input_size)
+    expected = recipe_fingerprint(c.train, c.data.input_size, run.seeds["train"], fingerprint(TRAIN[model], run))
+    load_weights(weights_path(run, model), encoder, {"recipe": expected["recipe"], "data": expected["data"]})
+    encoder.eval()
+    return encoder
+
+
+def batch_chunks(count: int, batch: int) -> list[np.ndarray]:
+    """Positions ``0..count-1`` in consecutive chunks of at most ``batch``."""
+    return [np.arange(start, min(start + batch, count)) for start in range(0, count, batch)]
+
+
+def stage_embed(run: Run) -> Path:
+    """Embed X's full images and the kept crops of A, B, T with both models (fp16 on disk).
+
+    Each batch is read (or decoded) once and embedded by both models."""
+    table = load_table(run)
+    sets = load_split(run)
+    c = run.config
+    encoders = {model: load_encoder(run, model) for model in MODELS}
+    public_rows = index_of_ids(table.ids, sets["X"], "split set X")
+    source = image_source(table, public_rows, c.data.image_size, c.data.workers)
+    chunks = batch_chunks(len(public_rows), c.attack.batch_size)
+    device = distributed.device()
+    public = embed_batches(encoders, (eval_images(images, c.data.input_size) for images in source.batches(chunks)),
+                           c.attack.layer, device)
+    for model in MODELS:
+        save_npz(run.embeddings_dir / f"model_{model}" / "public_X.npz", ids=table.ids[public_rows],
+                 labels=table.labels[public_rows], embeddings=public[model].astype(np.float16))
+    for name in CROP_SETS:
+        ids, squares = kept_crops(run, name)
+        rows = index_of_ids(table.ids, ids, f"crops of {name}")
+        batches = crop_batches(table, rows, squares, c.data.input_size, c.attack.batch_size, c.data.workers)
+        crops = embed_batches(encoders, batches, c.attack.layer, device)
+        for model in MODELS:
+            save_npz(run.embeddings_dir / f"model_{model}" / f"crops_{name}.npz", ids=ids,
+                     embeddings=crops[model].astype(np.float16))
+    return run.embeddings_dir
+
+
+def stage_neighbours(run: Run) -> Path:
+    """Exact k nearest public neighbours of every crop, in each model's own embedding space."""
+    c = run.config
+    for model in MODELS:
+        public = load_npz(run.embeddings_dir / f"model_{model}" / "public_X.npz")
+        for name in CROP_SETS:
+            crops = load_npz(run.embeddings_dir / f"model_{model}" / f"crops_{name}.npz")
+            distances, rows = knn(crops["embeddings"].astype(np.float32), public["embeddings"].astype(np.float32),
+                                  c.attack.k, c.attack.backend)
+            save_npz(run.neighbours_dir / f"model_{model}" / f"crops_{name}.npz",
+                     ids=crops["ids"], neighbour_ids=public["ids"][rows],
+                     neighbour_labels=public["labels"][rows], distances=distances)
+    return run.neighbours_dir
+
+
+EMBED = Stage(
+    "embed", stage_embed, reads=("crops", "train_A", "train_B"), keys=("attack.layer", *ENCODER_KEYS),
+    seeds=("train",), also_reads=SPEED_KEYS, outputs=("embeddings",),
+)
+NEIGHBOURS = Stage(
+    "neighbours", stage_neighbours, reads=("embed",), keys=("attack.k", "attack.backend"), outputs=("neighbours",),
+)
