@@ -20,7 +20,7 @@ or with named grids, each drawn as its own figure (``configs/studies/paper_findi
 ``zip: true`` pairs the keys' values (the i-th values form the i-th point) instead of combining them.
 
 Each point is an ordinary run folder under ``<out>/points/`` (its own report.html). Before a point runs
-it adopts every stage another point already finished with the same fingerprint (:mod:`dejavu.reuse`):
+it adopts every stage another point already finished with the same fingerprint (:mod:`dejavu.stages.reuse`):
 points that differ only downstream of training (``attack.epoch``, ``attack.layer``, ``attack.k``, crops,
 metrics) share one training, and an epoch sweep attacks the checkpoints of one run. The sweep writes
 ``sweep.csv`` (one row per point and seed), ``summary.csv`` (one row per point: mean ± spread over seeds
