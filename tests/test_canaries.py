@@ -10,7 +10,7 @@ from dejavu.errors import ConfigError, DataError
 from dejavu.artifacts import load_canaries, load_split, load_table, training_rows
 from dejavu.stages import fingerprints, run_all, run_stage
 from dejavu.stages.data import choose_canaries
-from dejavu.report.html import canary_section
+from dejavu.report.sections import canary_section
 from dejavu.runs import Run
 from tests.conftest import TINY
 

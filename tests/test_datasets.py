@@ -23,8 +23,8 @@ from dejavu.data.examples import LAYOUTS, write_example
 from dejavu.data.sources import ArraySource, FileSource
 from dejavu.data.splits import paper_partition
 from dejavu.errors import DataError
-from dejavu.artifacts import load_crops, load_split, load_table
-from dejavu.report.html import read_samples
+from dejavu.artifacts import load_crops, load_table
+from dejavu.report.gallery import read_samples
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_CONFIG = ROOT / "configs" / "examples" / "tiny.yaml"

@@ -108,7 +108,7 @@ def test_config_section_is_validated():
 def test_stage_order_and_dependencies():
     stages = list(STAGE_BY_NAME)
     assert stages.index("evaluate") == stages.index("embed") + 1
-    assert set(STAGE_BY_NAME["evaluate"].reads) == {"train_A", "train_B", "split"}
+    assert set(STAGE_BY_NAME["evaluate"].reads) == {"data", "split", "train_A", "train_B"}
     assert {"metrics", "evaluate"} <= set(STAGE_BY_NAME["report"].reads)
     assert stages.index("report") > stages.index("metrics")
 
@@ -158,7 +158,7 @@ def test_stage_evaluate_is_reproducible_and_up_to_date(evaluated_run):
 
 def test_conventional_section_renders_the_numbers(evaluated_run, tmp_path):
     from dejavu.report.conventional import conventional_section
-    from dejavu.report.html import pct, points
+    from dejavu.report.format import pct, points
 
     html = conventional_section(evaluated_run)
     evaluation = json.loads((evaluated_run.root / "evaluation.json").read_text())

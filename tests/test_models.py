@@ -6,7 +6,8 @@ from torch import nn
 
 from dejavu.errors import ConfigError
 from dejavu.models.backbones import BACKBONES, STEMS, build_backbone, resnet18_small
-from dejavu.models.encoder import Encoder, build_encoder, check_layer, layer_names
+from dejavu.config.specs import check_layer, layer_names
+from dejavu.models.encoder import Encoder, build_encoder
 from dejavu.models.heads import Prototypes, predictor, projector
 
 EXPECTED_FEATURES = {

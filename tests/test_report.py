@@ -24,7 +24,8 @@ from dejavu.config import load_config
 from dejavu.metrics.schema import SUMMARY_ROWS
 from dejavu.report.figures import FIGURES
 from dejavu.report.format import FORMATS
-from dejavu.report.html import gallery_section, read_samples, render, write_figures
+from dejavu.report.gallery import gallery_section, read_samples
+from dejavu.report.html import render, write_figures
 from dejavu.report.sections import stage_timings
 from dejavu.report.sweep import write_sweep_report
 from dejavu.report.templating import render as render_template

@@ -19,7 +19,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from dejavu.config import Config
+from dejavu.config import RESUMABLE_WITH_OTHER_VALUES, Config
 from dejavu.errors import RunFolderError
 
 _UMASK = os.umask(0)
@@ -150,7 +150,7 @@ class Run:
             old = read_json(config_path)
             new = self.config.to_dict()
             diffs = config_diff(old, new)
-            diffs = [d for d in diffs if d[0] not in ("threads", "data.workers")]
+            diffs = [d for d in diffs if d[0] not in RESUMABLE_WITH_OTHER_VALUES]
             # A key that a newer dejavu added, at its default value, changes nothing already computed.
             defaults = Config().to_dict()
             diffs = [d for d in diffs if not (d[1] is None and _lookup(defaults, d[0]) == d[2])]

@@ -25,14 +25,15 @@ from dejavu.config.methods import (
 )
 from dejavu.config.schema import (
     AttackConfig, AugmentConfig, Config, CropConfig, DataConfig, EvaluateConfig, MetricsConfig, ReportConfig,
-    SplitConfig, TrainConfig, choices, saved_epochs, train_recipe,
+    NO_EFFECT_KEYS, RESUMABLE_WITH_OTHER_VALUES, SplitConfig, TrainConfig, choices, saved_epochs, train_recipe,
 )
 from dejavu.config.validation import validate
 from dejavu.errors import ConfigError
 
 __all__ = [
     "AttackConfig", "AugmentConfig", "BarlowTwinsConfig", "ByolConfig", "Config", "CropConfig", "DataConfig",
-    "DinoConfig", "EvaluateConfig", "METHOD_CONFIGS", "METHOD_NAMES", "MetricsConfig", "ReportConfig",
+    "DinoConfig", "EvaluateConfig", "METHOD_CONFIGS", "METHOD_NAMES", "MetricsConfig", "NO_EFFECT_KEYS",
+    "RESUMABLE_WITH_OTHER_VALUES", "ReportConfig",
     "SimclrConfig", "SplitConfig", "SupervisedConfig", "TrainConfig", "VicregConfig", "choices",
     "config_from_dict", "load_config", "parse_overrides", "saved_epochs", "train_recipe", "validate",
 ]

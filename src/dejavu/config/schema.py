@@ -7,8 +7,6 @@ Bounds are ``Annotated`` metadata (:mod:`dejavu.config.checks`), checked for eve
 
 import copy
 import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -246,11 +244,11 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def section_hash(self, *sections: str) -> str:
-        """Stable fingerprint of the named top-level sections (e.g. ``"data", "split"``)."""
-        payload = {name: self.to_dict()[name] for name in sections}
-        text = json.dumps(payload, sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+# Keys that change no result: how many threads and decoding processes, how often a training saves its
+# resume state. No stage fingerprints them; a run folder accepts new values of the first two on resuming.
+NO_EFFECT_KEYS = ("threads", "data.workers", "train.resume_every_s")
+RESUMABLE_WITH_OTHER_VALUES = ("threads", "data.workers")
 
 
 def choices(key: str) -> tuple[str, ...]:

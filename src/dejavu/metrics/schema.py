@@ -383,8 +383,11 @@ def upgrade_metrics(payload: dict[str, Any]) -> dict[str, Any]:
     if isinstance(control, dict) and "conclusive" not in control and isinstance(control.get("directions"), dict):
         halves = [d.get("n_attacked", 0) for d in control["directions"].values()]
         rest = {k: v for k, v in control.items() if k != "indistinguishable_from_zero"}
-        upgraded["control"] = {**rest, "conclusive": control_conclusive(halves),
-                               "indistinguishable_from_zero": control.get("indistinguishable_from_zero")}
+        conclusive = control_conclusive(halves)
+        # "Indistinguishable from zero" needs a conclusive control, as the metrics stage decides today.
+        upgraded["control"] = {**rest, "conclusive": conclusive,
+                               "indistinguishable_from_zero": bool(control.get("indistinguishable_from_zero"))
+                               and conclusive}
     if "roc" not in upgraded:
         tail = {k: upgraded.pop(k) for k in list(upgraded) if k in ("per_class", "canaries", "split_sizes",
                                                                        "crops_skipped")}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dejavu.config.specs import check_layer, layer_names, parse_projector_spec  # noqa: F401 (layer_names: re-exported)
+from dejavu.config.specs import check_layer, parse_projector_spec
 from dejavu.models.backbones import build_backbone
 from dejavu.models.heads import projector
 

@@ -16,18 +16,13 @@ from dejavu.errors import RunFolderError
 from dejavu.metrics.schema import read_metrics, to_json
 from dejavu.report.conventional import conventional_data
 from dejavu.report.figures import FIGURES, save_png
-from dejavu.report.format import integer, interval, p_value, pct, points
-from dejavu.report.gallery import crops_data, gallery_data, gallery_section, read_samples
+from dejavu.report.gallery import crops_data, gallery_data, read_samples
 from dejavu.report.sections import (
-    canaries_data, canary_section, control_data, epoch_note, footer_data, membership_data, numbers_data,
+    canaries_data, control_data, epoch_note, footer_data, membership_data, numbers_data,
     per_class_data, split_data, training_data,
 )
 from dejavu.report.templating import data_uri, render as render_template
 from dejavu.runs import Run, atomic_path
-
-# Re-exported: the formatting helpers and sections that callers and tests use by these names.
-__all__ = ["canary_section", "gallery_section", "integer", "interval", "p_value", "pct", "points",
-           "read_samples", "render", "write_figures", "write_report"]
 
 FIGURE_CAPTIONS = {
     "confidence_curves": "Label inference accuracy among the p % crops each model is most confident about "

@@ -13,7 +13,7 @@ from dejavu.attack.neighbours import knn
 from dejavu.data.augment import eval_images
 from dejavu.data.records import index_of_ids
 from dejavu.data.sources import crop_batches, image_source
-from dejavu.errors import CheckpointError
+from dejavu.errors import CheckpointError, DataError
 from dejavu.models.encoder import build_encoder
 from dejavu.runs import Run, load_npz, save_npz
 from dejavu.stages.declaration import Stage, fingerprint
@@ -93,6 +93,12 @@ def stage_neighbours(run: Run) -> Path:
     c = run.config
     for model in MODELS:
         public = load_npz(run.embeddings_dir / f"model_{model}" / "public_X.npz")
+        if c.attack.k > len(public["ids"]):
+            # The split checks this too, but a sweep point may adopt a split made for a smaller k.
+            raise DataError(
+                f"config key 'attack.k' = {c.attack.k} is larger than the public set X ({len(public['ids'])} "
+                "images after the split); lower attack.k or raise split.x_per_class"
+            )
         for name in CROP_SETS:
             crops = load_npz(run.embeddings_dir / f"model_{model}" / f"crops_{name}.npz")
             distances, rows = knn(crops["embeddings"].astype(np.float32), public["embeddings"].astype(np.float32),
@@ -104,7 +110,7 @@ def stage_neighbours(run: Run) -> Path:
 
 
 EMBED = Stage(
-    "embed", stage_embed, reads=("crops", "train_A", "train_B"), keys=("attack.layer", *ENCODER_KEYS),
+    "embed", stage_embed, reads=("data", "split", "crops", "train_A", "train_B"), keys=("attack.layer", *ENCODER_KEYS),
     seeds=("train",), also_reads=SPEED_KEYS, outputs=("embeddings",),
 )
 NEIGHBOURS = Stage(

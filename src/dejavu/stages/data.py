@@ -171,7 +171,8 @@ DATA = Stage(
 )
 SPLIT = Stage(
     "split", stage_split, reads=("data",), keys=("split", "data.dataset"), seeds=("split",),
-    also_reads={"attack.k": "checked against X's size, to refuse a k the split cannot serve before training"},
+    also_reads={"attack.k": "checked against X's size, to refuse before training a k the split cannot serve "
+                            "(the neighbours stage checks it again)"},
     outputs=("data/split.json",),
 )
 CROPS = Stage(

@@ -16,13 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from dejavu.config import Config, METHOD_NAMES
+from dejavu.config import METHOD_NAMES, NO_EFFECT_KEYS, Config
 from dejavu.runs import Run
 
 ALL = "*"  # a stage that reads the whole config as saved, every method's section included (the report shows it)
-# Keys that change no result of any stage: how many threads and decoding processes, how often a training
-# saves its resume state. A run folder accepts new values of the first two when it resumes.
-NO_EFFECT = ("threads", "data.workers", "train.resume_every_s")
+NO_EFFECT = NO_EFFECT_KEYS  # keys that change no result of any stage: in no fingerprint
 
 
 @dataclass(frozen=True)

@@ -74,7 +74,7 @@ def stage_evaluate(run: Run) -> Path:
 
 
 EVALUATE = Stage(
-    "evaluate", stage_evaluate, reads=("train_A", "train_B", "split"),
+    "evaluate", stage_evaluate, reads=("data", "split", "train_A", "train_B"),
     keys=("attack.layer", "attack.backend", "evaluate", *ENCODER_KEYS), seeds=("train",),
     also_reads=SPEED_KEYS, outputs=("evaluation.json",),
 )

@@ -24,7 +24,8 @@ def stage_report(run: Run) -> Path:
 
 
 REPORT = Stage(
-    "report", stage_report, reads=("data", "split", "crops", "train_A", "train_B", "evaluate", "metrics"),
+    "report", stage_report,
+    reads=("data", "split", "crops", "train_A", "train_B", "evaluate", "neighbours", "metrics"),
     keys=("*",), outputs=("report.html", "figures"), adoptable=False,
 )
 
