@@ -80,7 +80,7 @@ def reads_per_stage(tmp_path_factory):
         finally:
             run.config = config
         reads[stage.name] = log
-    return config, reads
+    return config, reads, run.root
 
 
 def test_recording_config_sees_reads_and_keeps_values():
@@ -95,7 +95,7 @@ def test_recording_config_sees_reads_and_keeps_values():
 
 @pytest.mark.parametrize("stage", STAGES, ids=lambda stage: stage.name)
 def test_every_key_a_stage_reads_is_declared(reads_per_stage, stage):
-    config, reads = reads_per_stage
+    config, reads, _ = reads_per_stage
     undeclared = sorted(reads[stage.name] - allowed_keys(stage, config))
     assert not undeclared, (
         f"stage '{stage.name}' reads config keys it does not declare: {undeclared}; add them to its Stage(keys=...) "
@@ -106,7 +106,7 @@ def test_every_key_a_stage_reads_is_declared(reads_per_stage, stage):
 @pytest.mark.parametrize("stage", STAGES, ids=lambda stage: stage.name)
 def test_every_declared_key_is_read(reads_per_stage, stage):
     """No stage declares a section it never reads (its fingerprint would change for nothing)."""
-    config, reads = reads_per_stage
+    config, reads, _ = reads_per_stage
     for key in stage.keys:
         under = "" if key == ALL else key
         assert any(read == under or read.startswith(f"{under}.") or not under for read in reads[stage.name]), \
@@ -179,3 +179,17 @@ def test_the_worked_examples_of_docs_design_md_still_apply():
         result = subprocess.run(["git", "apply", "--check", str(root / "docs" / "examples" / name)],
                                 cwd=root, capture_output=True, text=True)
         assert result.returncode == 0, f"docs/examples/{name} no longer applies: {result.stderr}"
+
+
+def test_neighbours_refuses_a_k_larger_than_the_public_set_it_finds(reads_per_stage, tmp_path):
+    """A sweep point may adopt a split made for a smaller attack.k: the neighbours stage checks k itself."""
+    import shutil
+
+    from dejavu.errors import DataError
+
+    config, _, root = reads_per_stage
+    shutil.copytree(root, tmp_path / "run")
+    public = config.split.x_per_class * config.data.n_classes
+    run = Run(tmp_path / "run", dataclasses.replace(config, attack=dataclasses.replace(config.attack, k=public + 1)))
+    with pytest.raises(DataError, match=rf"'attack.k' = {public + 1} is larger than the public set X \({public} "):
+        run_stage(run, "neighbours", force=True, log=lambda _: None)
