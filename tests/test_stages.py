@@ -14,7 +14,8 @@ from dejavu.cli import _parser
 from dejavu.config import load_config
 from dejavu.runs import Run
 from dejavu.stages import COMMANDS, STAGES, fingerprint, run_stage
-from dejavu.stages.declaration import ALL, NO_EFFECT, effective_tree, lookup
+from dejavu.config import NO_EFFECT_KEYS
+from dejavu.stages.declaration import ALL, effective_tree, lookup
 
 SMOKE = Path(__file__).resolve().parent.parent / "configs" / "smoke.yaml"
 
@@ -56,7 +57,7 @@ def allowed_keys(stage, config) -> set[str]:
     of methods not selected excluded, unless the stage declares the whole config), those it reads without
     effect, and those that change no result anywhere."""
     tree = effective_tree(config)
-    allowed = set(NO_EFFECT) | set(stage.also_reads)
+    allowed = set(NO_EFFECT_KEYS) | set(stage.also_reads)
     for key in stage.keys:
         if key == ALL:
             allowed |= _leaves(dataclasses.asdict(config), "")

@@ -29,8 +29,6 @@ and the verdict), ``sweep.json`` and ``index.html``. A killed sweep resumes: fin
 
 from __future__ import annotations
 
-import csv
-import io
 import itertools
 import json
 import math
@@ -43,6 +41,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import yaml
 
+from dejavu.artifacts import write_csv
 from dejavu.config import Config, load_config
 from dejavu.errors import ConfigError
 from dejavu.metrics.schema import (
@@ -51,7 +50,7 @@ from dejavu.metrics.schema import (
 from dejavu.metrics.stats import as_float
 from dejavu.report.format import format_value
 from dejavu.report.sweep import write_sweep_report
-from dejavu.runs import Run, read_json, write_json, write_text
+from dejavu.runs import Run, read_json, write_json
 from dejavu.stages import adopt_stages, run_all, set_threads
 from dejavu import distributed
 
@@ -296,14 +295,11 @@ def summarise_points(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return summary
 
 
-def _csv(rows: Sequence[Mapping[str, Any]], first: Sequence[str] = ()) -> str:
-    """Rows as CSV; columns in ``first``'s order, then as they appear (a key a row lacks: empty)."""
+def _write_table(path: Path, rows: Sequence[Mapping[str, Any]], first: Sequence[str] = ()) -> None:
+    """Rows as a CSV file; columns in ``first``'s order, then as they appear (a key a row lacks: empty)."""
     columns = list(dict.fromkeys([*first, *(key for row in rows for key in row)]))
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(columns)
-    writer.writerows([["" if row.get(key) is None else format_value(row.get(key)) for key in columns] for row in rows])
-    return buffer.getvalue()
+    write_csv(path, columns, [["" if row.get(key) is None else format_value(row.get(key)) for key in columns]
+                              for row in rows])
 
 
 def _flat(entry: Mapping[str, Any]) -> dict[str, Any]:
@@ -379,8 +375,8 @@ def _finish(out: Path, resolved: dict[str, Any], points: list[Point], rows: list
             seconds: dict[str, float], start: float, log: Callable[[str], None]) -> Path:
     summary = summarise_points(rows)
     keys = ["sweep", *dict.fromkeys(key for sweep in resolved["sweeps"].values() for key in sweep["grid"])]
-    write_text(out / "sweep.csv", _csv(rows, [*keys, "seed"]))
-    write_text(out / "summary.csv", _csv([_flat(entry) for entry in summary], [*keys, "seeds"]))
+    _write_table(out / "sweep.csv", rows, [*keys, "seed"])
+    _write_table(out / "summary.csv", [_flat(entry) for entry in summary], [*keys, "seeds"])
     # Time spent computing each point's own stages (from their markers; adopted ones excluded): unlike the
     # wall time of this call, it survives resuming and re-running the study.
     computed = {point.name: round(_computed_seconds(out / "points" / point.name), 1) for point in points}

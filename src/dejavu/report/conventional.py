@@ -22,10 +22,10 @@ def _layer_title(layer: str, attack_layer: str) -> str:
 
 
 def _row(model: str, numbers: Mapping[str, Any]) -> list[str]:
-    knn, probe = numbers.get("knn", {}), numbers.get("linear_probe", {})
+    knn, probe = numbers["knn"], numbers["linear_probe"]
     return [f"{model} ({ROLES.get(model, 'model')})",
-            pct(knn.get("train")), pct(knn.get("test")), points(knn.get("gap")),
-            pct(probe.get("train")), pct(probe.get("test")), points(probe.get("gap"))]
+            pct(knn["train"]), pct(knn["test"]), points(knn["gap"]),
+            pct(probe["train"]), pct(probe["test"]), points(probe["gap"])]
 
 
 def conventional_data(run: Run) -> dict[str, Any]:
@@ -34,13 +34,12 @@ def conventional_data(run: Run) -> dict[str, Any]:
     path = run.root / "evaluation.json"
     if not path.is_file():
         return {"missing": True}
+    # Through the schema: every key below is there, whichever version wrote the file.
     evaluation = to_json(read_evaluation(path))
-    models: Mapping[str, Mapping[str, Any]] = evaluation.get("models", {})
-    attack_layer = str(evaluation.get("attack_layer", run.config.attack.layer))
-    layers = list(evaluation.get("layers") or dict.fromkeys(layer for per_model in models.values() for layer in per_model))
-    sizes = evaluation.get("sizes", {})
+    models: Mapping[str, Mapping[str, Any]] = evaluation["models"]
+    attack_layer, layers, sizes = evaluation["attack_layer"], evaluation["layers"], evaluation["sizes"]
     return {
-        "missing": False, "k": evaluation.get("k", ""), "size_x": sizes.get("X"), "size_t": sizes.get("T"),
+        "missing": False, "k": evaluation["k"], "size_x": sizes.get("X"), "size_t": sizes.get("T"),
         "header": HEADER,
         "layers": [{"title": _layer_title(layer, attack_layer),
                     "rows": [_row(model, per_layer[layer]) for model, per_layer in models.items() if layer in per_layer]}

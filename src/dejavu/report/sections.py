@@ -35,22 +35,22 @@ def summary_rows(level: float = 0.95) -> list[dict[str, str]]:
 
 
 def numbers_data(metrics: Mapping[str, Any], level: float) -> dict[str, Any]:
-    directions = [(f"direction {name}", detail) for name, detail in metrics.get("directions", {}).items()]
+    directions = [(f"direction {name}", detail) for name, detail in metrics["directions"].items()]
     return {"rows": summary_rows(level), "pooled": [("pooled attack", metrics)], "directions": directions}
 
 
 def control_data(metrics: Mapping[str, Any], level: float) -> dict[str, Any]:
     control = metrics["control"]
-    if control.get("conclusive") is False:
+    if not control["conclusive"]:
         state = "inconclusive"
     else:
-        state = "zero" if control.get("indistinguishable_from_zero") else "nonzero"
+        state = "zero" if control["indistinguishable_from_zero"] else "nonzero"
     columns: Columns = [("control pooled", control)] + [
         (f"{name} ({'T1 plays A: target A' if name == 'T1' else 'T2 plays B: target B'})", detail)
-        for name, detail in control.get("directions", {}).items()
+        for name, detail in control["directions"].items()
     ]
-    return {"state": state, "n_attacked": control.get("n_attacked"), "gap": control.get("gap"),
-            "p": control.get("mcnemar_p"), "rows": summary_rows(level), "columns": columns}
+    return {"state": state, "n_attacked": control["n_attacked"], "gap": control["gap"],
+            "p": control["mcnemar_p"], "rows": summary_rows(level), "columns": columns}
 
 
 def membership_data(metrics: Mapping[str, Any], figure: Mapping[str, str] | None) -> dict[str, Any]:
@@ -58,19 +58,19 @@ def membership_data(metrics: Mapping[str, Any], figure: Mapping[str, str] | None
     roc = metrics.get("roc")
     if not roc:
         return {"present": False}
-    level = number_or_nan(roc.get("ci_level", metrics.get("ci_level", 0.95)))
-    min_fpr = number_or_nan(roc.get("min_measurable_fpr"))
-    rows = [["AUC (0.5 = chance)", auc(roc.get("auc")), value_range(roc.get("auc_ci"), auc)]]
+    level = number_or_nan(roc["ci_level"])
+    min_fpr = number_or_nan(roc["min_measurable_fpr"])
+    rows = [["AUC (0.5 = chance)", auc(roc["auc"]), value_range(roc["auc_ci"], auc)]]
     for fpr, name in ((0.01, "1 %"), (0.001, "0.1 %")):
         key = f"tpr_at_fpr_{fpr:g}"
-        if key not in roc:
+        if roc.get(key) is None:  # optional in the schema: a file of an older version may lack the 0.1 % point
             continue
         label = f"TPR at {name} FPR (chance: {name})"
         if not math.isnan(min_fpr) and fpr < min_fpr:
             label += " — not measurable, TPR at FPR 0"
         rows.append([label, pct(roc.get(key)), value_range(roc.get(key + "_ci"), pct)])
     return {"present": True, "rows": rows, "level_label": f"{100 * level:.0f} % bootstrap interval",
-            "n_members": roc.get("n_members"), "n_nonmembers": roc.get("n_nonmembers"),
+            "n_members": roc["n_members"], "n_nonmembers": roc["n_nonmembers"],
             "min_fpr": "n/a" if math.isnan(min_fpr) else f"{min_fpr:.3g}", "figure": figure}
 
 

@@ -20,7 +20,6 @@ from dejavu.config import METHOD_NAMES, NO_EFFECT_KEYS, Config
 from dejavu.runs import Run
 
 ALL = "*"  # a stage that reads the whole config as saved, every method's section included (the report shows it)
-NO_EFFECT = NO_EFFECT_KEYS  # keys that change no result of any stage: in no fingerprint
 
 
 @dataclass(frozen=True)
@@ -110,7 +109,8 @@ def _hash(*parts: object) -> str:
 def own_fingerprint(stage: Stage, config: Config, seeds: dict[str, int]) -> str:
     """Hash of the stage's declared keys' values and seeds (keys it reads without effect excluded)."""
     tree = effective_tree(config)
-    dropped = (*NO_EFFECT, *stage.also_reads)
+    # Keys that change no result of any stage are in no fingerprint.
+    dropped = (*NO_EFFECT_KEYS, *stage.also_reads)
     values = {key: _without(_tree(config) if key == ALL else lookup(tree, key), key, dropped) for key in stage.keys}
     chosen = {name: seeds[name] for name in stage.seeds}
     return _hash(stage.name, json.dumps(values, sort_keys=True), json.dumps(chosen, sort_keys=True))

@@ -61,10 +61,6 @@ def upstream_of(names: list[str]) -> list[str]:
     return [name for name in STAGE_BY_NAME if name in needed and name not in names]
 
 
-def outputs_of(name: str) -> tuple[str, ...]:
-    return STAGE_BY_NAME[name].outputs
-
-
 def owned_elsewhere(name: str) -> set[Path]:
     """Files other stages write inside this stage's folders (data/split.json inside data/)."""
     return {Path(out) for other in STAGES if other.name != name for out in other.outputs}
