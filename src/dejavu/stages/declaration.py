@@ -37,6 +37,8 @@ class Stage:
     - ``command``: the CLI subcommand that re-runs it (stages sharing one run together).
     - ``adoptable``: whether a sweep point may take it from another point (the report names its own
       folder, so it is always written anew).
+    - ``every_process``: in a distributed run every process runs it (training: each computes its share
+      of the batch); other stages run on rank zero while the rest wait.
 
     Example:
         >>> Stage("neighbours", stage_neighbours, reads=("embed",), keys=("attack.k", "attack.backend"),
@@ -52,6 +54,7 @@ class Stage:
     outputs: tuple[str, ...] = ()
     command: str = ""
     adoptable: bool = True
+    every_process: bool = False
 
     @property
     def cli_command(self) -> str:

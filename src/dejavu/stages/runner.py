@@ -60,8 +60,7 @@ def run_stage(run: Run, name: str, force: bool = False, log: Callable[[str], Non
             log(f"[{name}] done in {elapsed:.1f} s -> {path}")
         return path
 
-    # Every process trains (each computes its share of the batch); the other stages are rank zero's.
-    path = work() if stage.cli_command == "train" else distributed.on_rank_zero(work, f"stage {name}")
+    path = work() if stage.every_process else distributed.on_rank_zero(work, f"stage {name}")
     distributed.barrier()
     return path
 

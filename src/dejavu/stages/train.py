@@ -31,7 +31,8 @@ def stage_train(run: Run, model: str) -> Path:
 def _training(model: str) -> Stage:
     return Stage(
         f"train_{model}", partial(stage_train, model=model), reads=("data", "split"),
-        keys=("train", "data.input_size", "data.image_size"), seeds=("train",), outputs=(f"models/{model}",), command="train",
+        keys=("train", "data.input_size", "data.image_size"), seeds=("train",), outputs=(f"models/{model}",),
+        command="train", every_process=True,
     )
 
 
