@@ -174,7 +174,7 @@ def test_stage_order_is_the_documented_one():
     from dejavu.stages import STAGES
 
     assert [stage.name for stage in STAGES] == ["data", "split", "crops", "train_A", "train_B", "embed", "evaluate",
-                                                "neighbours", "metrics", "report"]
+                                                "sanity", "neighbours", "metrics", "report"]
 
 
 def test_crops_that_are_all_too_small_are_refused_before_training(tmp_path):
@@ -229,7 +229,7 @@ def test_rerunning_a_stage_invalidates_exactly_what_read_it(tmp_path):
         return [m[1:m.index("]")] for m in messages if "done in" in m]
 
     run_stage(run, "train_A", force=True, log=lambda _: None)
-    assert stages_run_by_run_all() == ["embed", "evaluate", "neighbours", "metrics", "report"]
+    assert stages_run_by_run_all() == ["embed", "evaluate", "sanity", "neighbours", "metrics", "report"]
     (run.root / "metrics.json").unlink()
     assert stages_run_by_run_all() == ["metrics", "report"]
     assert (run.root / "metrics.json").is_file()

@@ -247,8 +247,7 @@ def test_dejavu_score_columns_by_hand():
 @pytest.fixture(scope="module")
 def roc_run(tmp_path_factory):
     """Every stage the metrics and the report read, on tiny sizes, one epoch, one thread (a tiny run is
-    many times slower with two threads on busy cores). The conventional evaluation stage is left out:
-    neither metrics.json nor this view reads it, and it is most of a tiny run's time."""
+    many times slower with two threads on busy cores)."""
     import torch
 
     from dejavu.config import load_config
@@ -262,8 +261,7 @@ def roc_run(tmp_path_factory):
     torch.set_num_threads(1)
     try:
         for name in STAGE_BY_NAME:
-            if name != "evaluate":
-                run_stage(run, name, log=lambda _: None)
+            run_stage(run, name, log=lambda _: None)
     finally:
         torch.set_num_threads(threads)
     return run

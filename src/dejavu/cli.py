@@ -216,10 +216,11 @@ def _dispatch(command: str, args: argparse.Namespace) -> int:
     distributed.on_rank_zero(run.claim, "claiming the run folder")
     print(f"dejavu {command}: run folder {out.resolve()}")
     start = time.perf_counter()
+    code = 0
     if command == "run":
         run_all(run)
         if distributed.is_main():
-            _print_summary(run)
+            code = _print_summary(run)
     else:
         set_threads(config)
         stages = COMMANDS[command]
@@ -235,7 +236,7 @@ def _dispatch(command: str, args: argparse.Namespace) -> int:
         for stage in stages:
             run_stage(run, stage, force=not resume)
     print(f"finished in {time.perf_counter() - start:.1f} s; run folder {out.resolve()}")
-    return 0
+    return code
 
 
 def _forget_resume_states(run: Run, stages: list[str]) -> None:
@@ -246,11 +247,17 @@ def _forget_resume_states(run: Run, stages: list[str]) -> None:
             path.unlink()
 
 
-def _print_summary(run: Run) -> None:
+# A finished run whose models or data failed a sanity gate: no verdict (scripts must not read one).
+NO_VERDICT_EXIT = 3
+
+
+def _print_summary(run: Run) -> int:
+    """Print the verdict (or why there is none); the exit code: 0, or 3 when a sanity gate failed."""
     metrics = read_metrics(run.root / "metrics.json")
     print()
     print(metrics.verdict)
     print(f"report: {(run.root / 'report.html').resolve()}")
+    return NO_VERDICT_EXIT if metrics.sanity is not None and not metrics.sanity.passed else 0
 
 
 if __name__ == "__main__":

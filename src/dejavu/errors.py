@@ -19,3 +19,7 @@ class RunFolderError(DejavuError):
 
 class CheckpointError(DejavuError):
     """A checkpoint is missing, truncated, or belongs to another config."""
+
+
+class ModelError(DejavuError):
+    """A trained model is unfit to audit: its training diverged, its weights or embeddings are not finite."""

@@ -223,6 +223,8 @@ DERIVED: tuple[tuple[str, Callable[[MetricsFile], Any]], ...] = (
     ("auc", lambda m: m.roc.auc if m.roc is not None else None),  # None: a run from before the ROC
     ("control_gap", lambda m: m.control.gap),
     ("control_p", lambda m: m.control.mcnemar_p),
+    # "failed": the models or data failed the sanity gates, so the point's seed counts for no verdict.
+    ("sanity", lambda m: "unchecked" if m.sanity is None else "passed" if m.sanity.passed else "failed"),
 )
 LAYERS = ("backbone", "attacked")
 CONVENTIONAL = tuple(f"{layer}_{metric}_{part}" for layer in LAYERS for metric, part in CONVENTIONAL_PARTS)
@@ -258,10 +260,15 @@ def _spread(values: Sequence[float]) -> dict[str, float]:
             "min": float(data.min()), "max": float(data.max())}
 
 
-def verdict(gaps: Sequence[float], p_values: Sequence[float], alpha: float) -> tuple[int, str]:
-    """How many seeds show déjà vu (gap > 0 and McNemar p < alpha), and the verdict in words."""
-    significant = sum(1 for gap, p in zip(gaps, p_values) if gap > 0 and p < alpha)
+def verdict(gaps: Sequence[float], p_values: Sequence[float], alpha: float,
+            sanity: Sequence[str] = ()) -> tuple[int, str]:
+    """How many seeds show déjà vu (gap > 0 and McNemar p < alpha), and the verdict in words; none when a
+    seed's models failed the sanity gates (``sanity``: each seed's "passed", "failed" or "unchecked")."""
     n = len(gaps)
+    failed = sum(1 for outcome in sanity if outcome == "failed")
+    if failed:
+        return 0, f"no verdict: sanity checks failed in {failed} of {n} seed{'s' if n > 1 else ''}"
+    significant = sum(1 for gap, p in zip(gaps, p_values) if gap > 0 and p < alpha)
     if n == 1:
         return significant, "déjà vu" if significant else "not significant"
     if significant == n:
@@ -290,7 +297,8 @@ def summarise_points(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             if any(metric in row for row in members):
                 entry[metric] = _spread([as_float(row.get(metric)) for row in members])
         entry["significant_seeds"], entry["verdict"] = verdict(
-            [as_float(row["gap"]) for row in members], [as_float(row["mcnemar_p"]) for row in members], float(first["alpha"]))
+            [as_float(row["gap"]) for row in members], [as_float(row["mcnemar_p"]) for row in members], float(first["alpha"]),
+            [str(row.get("sanity", "unchecked")) for row in members])
         summary.append(entry)
     return summary
 

@@ -227,6 +227,14 @@ class Canaries:
 
 
 @dataclass(kw_only=True)
+class Sanity:
+    """The sanity stage's outcome (``sanity.json`` holds every check): without ``passed`` there is no verdict."""
+
+    passed: bool
+    failures: list[str]
+
+
+@dataclass(kw_only=True)
 class _Head:
     schema_version: int
     verdict: str
@@ -242,6 +250,8 @@ class _Tail:
     # Written by the metrics stage (None while summarise's caller adds them itself; never None in a file).
     split_sizes: dict[str, int] | None = metric(omit_none=True, default=None)
     crops_skipped: dict[str, int] | None = metric(omit_none=True, default=None)
+    # Absent in files written before the sanity stage existed (read as None: their models went unchecked).
+    sanity: Sanity | None = metric(optional=True, default=None)
 
 
 @dataclass(kw_only=True)

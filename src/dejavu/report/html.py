@@ -19,7 +19,7 @@ from dejavu.report.figures import FIGURES, save_png
 from dejavu.report.gallery import crops_data, gallery_data, read_samples
 from dejavu.report.sections import (
     canaries_data, control_data, epoch_note, footer_data, membership_data, numbers_data,
-    per_class_data, split_data, training_data,
+    per_class_data, sanity_data, split_data, training_data,
 )
 from dejavu.report.templating import data_uri, render as render_template
 from dejavu.runs import Run, atomic_path
@@ -57,6 +57,7 @@ def page_data(run: Run, metrics: Mapping[str, Any], figures: Mapping[str, bytes]
         "detected": "Déjà vu memorization detected" in metrics["verdict"],
         "alpha": metrics["alpha"], "k": run.config.attack.k,
         "layer": run.config.attack.layer, "epoch_note": epoch_note(run),
+        "sanity": sanity_data(run, metrics),
     }
     return {
         "summary": summary,

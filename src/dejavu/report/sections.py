@@ -21,6 +21,20 @@ from dejavu.runs import Run, read_json
 Columns = list[tuple[str, Mapping[str, Any]]]
 
 
+# Sanity gates ------------------------------------------------------------------------------------
+def sanity_data(run: Run, metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """Whether the sanity checks passed (None: a run folder from before they existed) and every check."""
+    outcome = metrics.get("sanity")
+    path = run.root / "sanity.json"
+    checks = read_json(path)["checks"] if outcome is not None and path.is_file() else []
+    return {
+        "passed": None if outcome is None else bool(outcome["passed"]),
+        "failures": list(outcome["failures"]) if outcome else [],
+        "checks": [{"subject": c["subject"], "name": c["name"], "passed": c["passed"], "detail": c["detail"]}
+                   for c in checks],
+    }
+
+
 # Numbers -----------------------------------------------------------------------------------------
 def summary_rows(level: float = 0.95) -> list[dict[str, str]]:
     """:data:`~dejavu.metrics.schema.SUMMARY_ROWS` as the numbers tables show them (the interval's

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from dejavu.artifacts import CROP_SETS, MODELS, load_canaries, load_crops, load_table, write_csv
+from dejavu.metrics.sanity import no_verdict
 from dejavu.metrics.tables import attack_tables, summarise
 from dejavu.runs import Run, load_npz, read_json, write_json
 from dejavu.stages.declaration import Stage
@@ -26,6 +27,11 @@ def stage_metrics(run: Run) -> Path:
     skipped = {name: int(np.sum((crops["set"] == name) & (crops["kept"] == 0))) for name in CROP_SETS}
     metrics = summarise(tables, run.config.metrics, run.seeds["bootstrap"], table.class_names, canaries, repeats,
                         split_sizes=read_json(run.data_dir / "split.json")["sizes"], crops_skipped=skipped)
+    sanity = read_json(run.root / "sanity.json")
+    metrics["sanity"] = {"passed": bool(sanity["passed"]), "failures": list(sanity["failures"])}
+    if not sanity["passed"]:
+        # The numbers stay (they help diagnose), but a failed gate means they are not a verdict.
+        metrics["verdict"] = no_verdict(sanity["failures"])
     for name, columns in (("samples.csv", tables["attack"]), ("control_samples.csv", tables["control"])):
         write_csv(run.root / name, list(columns), list(zip(*columns.values())))
     path = run.root / "metrics.json"
@@ -34,6 +40,6 @@ def stage_metrics(run: Run) -> Path:
 
 
 METRICS = Stage(
-    "metrics", stage_metrics, reads=("data", "split", "crops", "neighbours"), keys=("metrics",), seeds=("control_split", "bootstrap"),
+    "metrics", stage_metrics, reads=("data", "split", "crops", "neighbours", "sanity"), keys=("metrics",), seeds=("control_split", "bootstrap"),
     outputs=("metrics.json", "samples.csv", "control_samples.csv"),
 )

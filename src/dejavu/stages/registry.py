@@ -15,6 +15,7 @@ from dejavu.stages.data import CROPS, DATA, SPLIT
 from dejavu.stages.declaration import Stage
 from dejavu.stages.evaluate import EVALUATE
 from dejavu.stages.metrics import METRICS
+from dejavu.stages.sanity import SANITY
 from dejavu.stages.train import TRAIN
 
 
@@ -25,11 +26,11 @@ def stage_report(run: Run) -> Path:
 
 REPORT = Stage(
     "report", stage_report,
-    reads=("data", "split", "crops", "train_A", "train_B", "evaluate", "neighbours", "metrics"),
+    reads=("data", "split", "crops", "train_A", "train_B", "evaluate", "sanity", "neighbours", "metrics"),
     keys=("*",), outputs=("report.html", "figures"), adoptable=False,
 )
 
-STAGES: tuple[Stage, ...] = (DATA, SPLIT, CROPS, TRAIN["A"], TRAIN["B"], EMBED, EVALUATE, NEIGHBOURS, METRICS, REPORT)
+STAGES: tuple[Stage, ...] = (DATA, SPLIT, CROPS, TRAIN["A"], TRAIN["B"], EMBED, EVALUATE, SANITY, NEIGHBOURS, METRICS, REPORT)
 STAGE_BY_NAME = {stage.name: stage for stage in STAGES}
 # CLI subcommand -> the stages it re-runs (train: both models).
 COMMANDS: dict[str, list[str]] = {}
