@@ -164,7 +164,7 @@ def test_method_sections_come_from_the_method_registry():
     ("split.near_duplicate_distance=16", "config key 'split.near_duplicate_distance': expected -1 (off) to 15 bits"),
     ("train.augment.crop_scale=[0.5,0.2]", "'train.augment.crop_scale': expected [low, high] in (0, 1], found [0.5,"),
     ("train.dino.local_crop_scale=[0,0.2]", "'train.dino.local_crop_scale': expected [low, high] in (0, 1]"),
-    ("train.widths=[]", "config key 'train.widths': expected positive channel widths, found []"),
+    ("train.widths=[]", "config key 'train.widths': expected 1 to 16 positive channel widths of at most 16,384, found []"),
     ("train.lr=0", "config key 'train.lr': expected a positive learning rate, found 0.0"),
     ("data.dataset=yolo", "'data.dataset': unknown value 'yolo'; valid: scenes, imagenet, voc, coco, manifest"),
     ("train.precision=fp8", "config key 'train.precision': unknown value 'fp8'; valid: fp32, bf16, fp16"),

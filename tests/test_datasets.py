@@ -238,27 +238,48 @@ def test_ingest_with_worker_processes_matches_the_main_process(tmp_path):
     assert np.array_equal(single.perceptual_hashes, multi.perceptual_hashes)
 
 
-def test_corrupt_jpeg_names_the_file_keeps_progress_and_resumes(tmp_path, monkeypatch):
-    import dejavu.data.catalog as catalog
-
-    monkeypatch.setattr(catalog, "CHUNK", 4)
+def test_corrupt_jpeg_names_the_file_in_plain_words_and_leaves_no_partial_files(tmp_path):
     entries = entries_of(tmp_path, 12)
     good = entries[9].path.read_bytes()
     entries[9].path.write_bytes(good[: len(good) // 3])  # truncated
     out = tmp_path / "data"
-    with pytest.raises(DataError, match="img_009.jpg.*cannot be decoded"):
+    with pytest.raises(DataError, match="img_009.jpg' cannot be decoded: the file is truncated") as caught:
         ingest(entries, quiet_data(), out, log=lambda _: None)
-    assert not (out / "catalog.npz").exists() and not (out / "images.npy").exists()
-    progress = np.load(out / "ingest.partial.npz")
-    assert int(progress["done"]) == 9
+    assert "BytesIO" not in str(caught.value) and "\n" not in str(caught.value)
+    # A failed pass keeps nothing a later one could mistake for progress.
+    assert sorted(path.name for path in out.iterdir()) == []
     entries[9].path.write_bytes(good)
+    fixed = ingest(entries, quiet_data(), out, log=lambda _: None)
+    fresh = ingest(entries, quiet_data(), tmp_path / "fresh", log=lambda _: None)
+    assert np.array_equal(fixed.images, fresh.images)
+
+
+def test_an_interrupted_image_pass_keeps_its_progress_and_resumes(tmp_path, monkeypatch):
+    import dejavu.data.catalog as catalog
+    from dejavu.data.decode import DecodedImages
+
+    monkeypatch.setattr(catalog, "CHUNK", 4)
+    entries = entries_of(tmp_path, 40)
+    decode = DecodedImages.__getitem__
+
+    def interrupted(self, index):
+        if index == 35:
+            raise KeyboardInterrupt
+        return decode(self, index)
+
+    monkeypatch.setattr(DecodedImages, "__getitem__", interrupted)
+    out = tmp_path / "data"
+    with pytest.raises(KeyboardInterrupt):
+        ingest(entries, quiet_data(), out, log=lambda _: None)
+    assert int(np.load(out / "ingest.partial.npz")["done"]) == 32  # the first batch of 32
+    monkeypatch.setattr(DecodedImages, "__getitem__", decode)
     messages = []
     resumed = ingest(entries, quiet_data(), out, log=messages.append)
-    assert any("resuming the image pass at 9/12" in m for m in messages)
+    assert any("resuming the image pass at 32/40" in m for m in messages)
     fresh = ingest(entries, quiet_data(), tmp_path / "fresh", log=lambda _: None)
     assert np.array_equal(resumed.images, fresh.images)
     assert np.array_equal(resumed.perceptual_hashes, fresh.perceptual_hashes)
-    assert not (out / "ingest.partial.npz").exists()
+    assert not (out / "ingest.partial.npz").exists() and not (out / "images.partial.npy").exists()
 
 
 def test_grayscale_cmyk_and_alpha_images_are_converted(tmp_path):

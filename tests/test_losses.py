@@ -198,11 +198,19 @@ def test_teacher_temperatures_warm_up_linearly_then_hold():
     assert temps[250] == pytest.approx(0.04 + 0.03 * 250 / 499)
     assert np.all(np.diff(temps[:500]) > 0)
     assert np.all(temps[500:] == 0.07)
-    # A run shorter than the warm-up: the ramp is cut to the run and still ends at 0.07.
+    # A run shorter than the warm-up follows DINO's ramp and stops partway up it: 50 epochs x 2 steps
+    # make a 100-step ramp of 0.03 / 99 per step; 10 epochs take its first 20 steps, ending at
+    # 0.04 + 0.03 * 19 / 99 = 0.045758 (the old schedule squeezed the ramp into the run to end at 0.07).
     short = teacher_temperatures(0.04, 0.07, 50, 10, 2)
     assert short.shape == (20,)
-    assert short[0] == pytest.approx(0.04) and short[-1] == pytest.approx(0.07)
-    assert np.all(np.diff(short) > 0)
+    assert short[0] == pytest.approx(0.04) and short[-1] == pytest.approx(0.04 + 0.03 * 19 / 99)
+    np.testing.assert_allclose(short, teacher_temperatures(0.04, 0.07, 50, 100, 2)[:20])
+    assert np.all(np.diff(short) > 0) and short.max() < 0.046
+    # By hand: warm-up 2 epochs x 2 steps = 0.04, 0.05, 0.06, 0.07; a 1-epoch run takes the first two.
+    np.testing.assert_allclose(teacher_temperatures(0.04, 0.07, 2, 1, 2), [0.04, 0.05])
+    np.testing.assert_allclose(teacher_temperatures(0.04, 0.07, 2, 3, 2), [0.04, 0.05, 0.06, 0.07, 0.07, 0.07])
+    # The run ending exactly where the warm-up does reaches 0.07 at its last step.
+    assert teacher_temperatures(0.04, 0.07, 2, 2, 2)[-1] == pytest.approx(0.07)
     assert np.all(teacher_temperatures(0.04, 0.07, 0, 3, 2) == 0.07)
 
 

@@ -13,6 +13,7 @@ from dejavu.cli import main
 from dejavu.config import load_config
 from dejavu.errors import RunFolderError
 from dejavu.artifacts import load_crops, load_table
+from dejavu.metrics.partition import partition_labels
 from dejavu.stages import run_all
 from dejavu.runs import Run, load_npz
 
@@ -79,19 +80,20 @@ def test_samples_recompute_to_metrics(tiny_run):
         assert {r["id"] for r in mine} <= set(split["sets"][direction])
         assert all(int(r["label"]) == labels[r["id"]] for r in mine)
         assert all(r["target_model"] == direction for r in mine)
-        t = np.array([int(r["target_top1"]) == int(r["label"]) for r in mine])
-        ref = np.array([int(r["reference_top1"]) == int(r["label"]) for r in mine])
-        assert t.tolist() == [bool(int(r["target_correct"])) for r in mine]
-        expected_part = np.where(t & ~ref, "memorized", np.where(t & ref, "correlated",
-                                 np.where(~t & ref, "misrepresented", "unassociated")))
-        assert [r["partition"] for r in mine] == expected_part.tolist()
+        # Correctness is expected correctness under a random tie-break, in [0, 1] (issue 12, item 8; by
+        # hand in tests/test_reliability_statistics.py): surely right only when the shown top-1 is the label.
+        t = np.array([float(r["target_correct"]) for r in mine])
+        ref = np.array([float(r["reference_correct"]) for r in mine])
+        assert all(int(r["target_top1"]) == int(r["label"]) for r, v in zip(mine, t) if v == 1.0)
+        assert all(int(r["reference_top1"]) == int(r["label"]) for r, v in zip(mine, ref) if v == 1.0)
+        assert [r["partition"] for r in mine] == partition_labels(t, ref).tolist()
         per_direction[direction] = (t, ref)
         assert metrics["directions"][direction]["target_acc"] == pytest.approx(t.mean())
     assert metrics["target_acc"] == pytest.approx(np.mean([v[0].mean() for v in per_direction.values()]))
     assert metrics["reference_acc"] == pytest.approx(np.mean([v[1].mean() for v in per_direction.values()]))
     t = np.concatenate([v[0] for v in per_direction.values()])
     ref = np.concatenate([v[1] for v in per_direction.values()])
-    b, c = int(np.sum(t & ~ref)), int(np.sum(~t & ref))
+    b, c = round(float(np.sum(t * (1 - ref)))), round(float(np.sum((1 - t) * ref)))
     p = 1.0 if b + c == 0 else binomtest(b, b + c, 0.5).pvalue
     assert metrics["mcnemar_p"] == pytest.approx(p)
     assert metrics["n_attacked"] == len(rows)
@@ -144,7 +146,7 @@ def test_output_folder_of_another_run_is_refused(tiny_run, tmp_path):
 
 
 def test_cli_errors_are_one_line_and_exit_2(tmp_path, capsys):
-    assert main(["run", "--out", str(tmp_path / "x"), "attack.k=999999"]) == 2
+    assert main(["run", "--out", str(tmp_path / "x"), "attack.k=99999"]) == 2
     err = capsys.readouterr().err
     assert "attack.k" in err and "public set X" in err and "Traceback" not in err
     assert not (tmp_path / "x").exists()
@@ -249,6 +251,7 @@ def test_a_folder_of_an_older_dejavu_is_claimed_when_new_keys_keep_their_default
     config = load_config()
     run = Run(tmp_path / "old", config)
     run.claim()
+    run.mark_done("data", "computed", artifact="config.json")  # a finished stage: the folder holds a run
     saved = json.loads((run.root / "config.json").read_text())
     del saved["evaluate"]
     (run.root / "config.json").write_text(json.dumps(saved))

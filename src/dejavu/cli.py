@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import time
 from pathlib import Path
 
-from dejavu.config import choices, config_from_dict, load_config
+from dejavu.config import Config, choices, config_from_dict, load_config
 from dejavu.data.examples import write_examples
-from dejavu.errors import ConfigError, DejavuError, RunFolderError
+from dejavu.errors import ConfigError, DejavuError, RunFolderError, os_error_message
 from dejavu.launch.slurm import SlurmRequest, submit
 from dejavu.metrics.schema import read_metrics
-from dejavu.runs import Run, read_json
-from dejavu.stages import COMMANDS, run_all, run_stage, set_threads, upstream_of
+from dejavu.runs import Run, folder_lock, read_json
+from dejavu.stages import COMMANDS, finished_stages_hold, run_all, run_stage, set_threads, upstream_of
 from dejavu.sweep import run_sweep
 from dejavu import distributed
 from dejavu.train.loop import check_precision
@@ -101,7 +102,17 @@ def main(argv: list[str] | None = None) -> int:
         code = _dispatch(command, args)
         return code
     except DejavuError as exc:
-        print(f"{who}: error: {exc}", file=sys.stderr)
+        print(f"{who}: error: {one_line(str(exc))}", file=sys.stderr)
+        code = 2
+        return code
+    except OSError as exc:  # the machine's limits: a full disk, a read-only or unreachable folder
+        print(f"{who}: error: {one_line(os_error_message(exc))}", file=sys.stderr)
+        code = 2
+        return code
+    except MemoryError:
+        print(f"{who}: error: out of memory; lower the sizes of the run (train.batch_size, attack.batch_size, "
+              "data.image_size) or free memory, then run the same command again (finished stages are kept)",
+              file=sys.stderr)
         code = 2
         return code
     except KeyboardInterrupt:
@@ -110,6 +121,11 @@ def main(argv: list[str] | None = None) -> int:
         return code
     finally:
         distributed.shutdown(clean=code == 0)
+
+
+def one_line(message: str) -> str:
+    """A message as the single line the CLI promises (nested errors may bring their own line breaks)."""
+    return " ".join(message.split())
 
 
 def _shorthand_overrides(args: argparse.Namespace) -> list[str]:
@@ -179,7 +195,8 @@ def _dispatch(command: str, args: argparse.Namespace) -> int:
         distributed.init()
         if not distributed.is_main():
             sys.stdout = open(os.devnull, "w")
-        index = run_sweep(args.config, out)
+        with folder_lock(out, "dejavu sweep") if distributed.is_main() else contextlib.nullcontext():
+            index = run_sweep(args.config, out)
         print(f"dejavu sweep: {out.resolve() / 'sweep.csv'}; report: {index.resolve()}")
         return 0
     if getattr(args, "slurm_partition", None) or getattr(args, "slurm_executor", None):
@@ -196,24 +213,47 @@ def _dispatch(command: str, args: argparse.Namespace) -> int:
     args.overrides = [*args.overrides, *_shorthand_overrides(args)]
 
     out = _default_out(args)
-    saved = out / "config.json"
-    resume = getattr(args, "resume", False)
-    if resume and not saved.is_file():
-        raise RunFolderError(f"--resume: '{out}' holds no dejavu run (no config.json); start it without --resume")
-    if args.config is None and not args.overrides and saved.is_file():
-        # An existing run folder named alone: resume it / re-run its stage with its own config.
-        try:
-            config = config_from_dict(read_json(saved))
-        except ConfigError as exc:
-            raise RunFolderError(f"{saved}: {exc} (a run folder of an older dejavu? start a new --out)") from None
-        print(f"dejavu {command}: using the config saved in {saved}")
-    else:
-        config = load_config(args.config, args.overrides)
+    config = _config_for(command, args, out)
     # Launch problems surface now, not after hours of data stages.
     distributed.local_batch(config.train.batch_size)
     check_precision(distributed.device(), config.train.precision)
     run = Run(out, config)
-    distributed.on_rank_zero(run.claim, "claiming the run folder")
+    # One process per run folder: rank zero holds the lock (the other ranks of a torchrun job write nothing).
+    lock = folder_lock(out, f"dejavu {command}") if distributed.is_main() else contextlib.nullcontext()
+    with lock:
+        return _work(command, args, run)
+
+
+def _config_for(command: str, args: argparse.Namespace, out: Path) -> Config:
+    """The config of this command: the file and overrides given, or the one saved in ``out`` (with the
+    overrides on top) when no --config is given there."""
+    saved = out / "config.json"
+    resume = getattr(args, "resume", False)
+    if resume and not saved.is_file():
+        raise RunFolderError(f"--resume: '{out}' holds no dejavu run (no config.json); start it without --resume")
+    if args.config is None and saved.is_file():
+        # An existing run folder: resume it / re-run its stage with its own config (and any override).
+        try:
+            config = config_from_dict(read_json(saved), args.overrides)
+        except ConfigError as exc:
+            if args.overrides:
+                raise
+            raise RunFolderError(f"{saved}: {exc} (a run folder of an older dejavu? start a new --out)") from None
+        print(f"dejavu {command}: using the config saved in {saved}" + (" with the overrides given" if args.overrides else ""))
+        return config
+    if command != "run" and args.config is None and not args.overrides:
+        # A stage command alone on a folder with no run would otherwise start the whole default demo.
+        raise RunFolderError(
+            f"'{out}' holds no dejavu run (no config.json): start one with `dejavu run --out {out}` (add --config "
+            f"FILE or KEY=VALUE overrides), or give them to `dejavu {command}` to start it with this stage"
+        )
+    return load_config(args.config, args.overrides)
+
+
+def _work(command: str, args: argparse.Namespace, run: Run) -> int:
+    """Claim the folder, then run every stage (``run``) or one stage command with its prerequisites."""
+    out, config, resume = run.root, run.config, getattr(args, "resume", False)
+    distributed.on_rank_zero(lambda: run.claim(still_valid=lambda: finished_stages_hold(run)), "claiming the run folder")
     print(f"dejavu {command}: run folder {out.resolve()}")
     start = time.perf_counter()
     code = 0

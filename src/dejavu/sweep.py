@@ -29,6 +29,7 @@ and the verdict), ``sweep.json`` and ``index.html``. A killed sweep resumes: fin
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
@@ -50,7 +51,7 @@ from dejavu.metrics.schema import (
 from dejavu.metrics.stats import as_float
 from dejavu.report.format import format_value
 from dejavu.report.sweep import write_sweep_report
-from dejavu.runs import Run, read_json, write_json
+from dejavu.runs import Run, folder_lock, read_json, write_json
 from dejavu.stages import adopt_stages, run_all, set_threads
 from dejavu import distributed
 
@@ -359,10 +360,12 @@ def run_sweep(study_path: str | Path, out: str | Path, log: Callable[[str], None
         elapsed = time.perf_counter() - start
         if distributed.is_main():
             log(f"[sweep] point {number}/{len(points)} ({elapsed / 60:.1f} min so far): {point.name}")
-        distributed.on_rank_zero(lambda: prepare(run), f"preparing point {point.name}")
-        set_threads(point.config)
-        began = time.perf_counter()
-        run_all(run, log=lambda message: None)
+        # A point's folder is locked while it runs: a `dejavu run --out` on it meanwhile is refused.
+        with folder_lock(run.root, "dejavu sweep") if distributed.is_main() else contextlib.nullcontext():
+            distributed.on_rank_zero(lambda: prepare(run), f"preparing point {point.name}")
+            set_threads(point.config)
+            began = time.perf_counter()
+            run_all(run, log=lambda message: None)
         seconds[point.name] = round(time.perf_counter() - began, 1)
         if distributed.is_main():
             rows.append(point_row(point, run.root))

@@ -1,4 +1,12 @@
-"""Neighbour votes -> top-1 / top-5 predictions and confidence (minus the vote's entropy)."""
+"""Neighbour votes -> top-1 / top-5 predictions, their expected correctness, and confidence (minus the
+vote's entropy).
+
+Votes of k neighbours tie often (two classes with 3 votes each among k = 20). Breaking a tie by label
+order would favour low labels, and counting a class with no vote as a top-5 guess would credit the
+attack with answers it never gave; :func:`expected_correct` instead scores each crop by its expected
+correctness under a uniformly random tie-break among voted classes, the convention the top-p curve
+uses for crops tied at its confidence cut (:mod:`dejavu.metrics.population`).
+"""
 
 from __future__ import annotations
 
@@ -21,9 +29,48 @@ def vote(neighbour_labels: np.ndarray, n_classes: int) -> np.ndarray:
 
 
 def top_predictions(counts: np.ndarray, top: int = 5) -> np.ndarray:
-    """int (Q, top) labels by decreasing vote; ties go to the smaller label (deterministic)."""
+    """int (Q, top) labels by decreasing vote; ties go to the smaller label (deterministic).
+
+    For display; correctness is :func:`expected_correct`, which no tie order decides."""
     top = min(top, counts.shape[1])
     return np.argsort(-counts, axis=1, kind="stable")[:, :top]
+
+
+def voted_top(counts: np.ndarray, top: int = 5) -> list[list[int]]:
+    """Per row of int (Q, C) counts, the labels of :func:`top_predictions` that received a vote (at most
+    ``top``, fewer when fewer classes were voted): a class with no vote is never a prediction.
+
+    Example:
+        >>> voted_top(np.array([[0, 3, 3, 0, 0, 1], [5, 0, 0, 0, 0, 0]]), 5)
+        [[1, 2, 5], [0]]
+    """
+    order = top_predictions(counts, top)
+    voted = np.take_along_axis(counts, order, axis=1) > 0
+    return [[label for label, keep in zip(row, mask) if keep] for row, mask in zip(order.tolist(), voted.tolist())]
+
+
+def expected_correct(counts: np.ndarray, labels: np.ndarray, top: int) -> np.ndarray:
+    """float (Q,) in [0, 1]: the probability that the true label is among the ``top`` predictions when
+    ties are broken uniformly at random, from int (Q, C) vote counts and int (Q,) true labels.
+
+    With ``g`` classes voted more than the true label and ``e`` voted as much (the true label
+    included), the top ``top`` hold the true label surely when ``g + e <= top``, never when
+    ``g >= top``, and otherwise with probability ``(top - g) / e`` (that many of the ``e`` tied slots
+    are left). A true label with no vote is never correct: a class no neighbour carries is not predicted.
+
+    Example:
+        >>> counts = np.array([[3, 3, 0, 0, 0, 0], [2, 2, 2, 2, 2, 0], [0, 4, 1, 0, 0, 0]])
+        >>> expected_correct(counts, np.array([0, 0, 0]), top=1).tolist()
+        [0.5, 0.2, 0.0]
+        >>> expected_correct(counts, np.array([0, 0, 0]), top=5).tolist()
+        [1.0, 1.0, 0.0]
+    """
+    counts = np.asarray(counts)
+    true = counts[np.arange(len(counts)), np.asarray(labels, dtype=np.int64)][:, None]
+    greater = np.sum(counts > true, axis=1)
+    equal = np.sum(counts == true, axis=1)
+    chance = np.clip((top - greater) / equal, 0.0, 1.0)
+    return np.where(true[:, 0] > 0, chance, 0.0)
 
 
 def confidence(counts: np.ndarray) -> np.ndarray:

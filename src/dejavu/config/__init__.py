@@ -73,6 +73,16 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error in one line: what is wrong and where (PyYAML's own message spans several lines)."""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    if isinstance(exc, yaml.constructor.ConstructorError):
+        return f"a YAML tag such as !!python/... (refused: nothing in a config may construct objects){where}"
+    return f"{problem}{where}"
+
+
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """Turn ``["train.epochs=5", "attack.k=50"]`` into a nested dict (values parsed as YAML)."""
     tree: dict[str, Any] = {}
@@ -80,9 +90,15 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         if "=" not in item:
             raise ConfigError(f"override '{item}': expected KEY=VALUE, e.g. train.epochs=5")
         key, raw = item.split("=", 1)
-        if not key:
-            raise ConfigError(f"override '{item}': empty key")
-        _set_dotted(tree, key.strip(), yaml.safe_load(raw) if raw != "" else "")
+        key = key.strip()
+        if not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"override '{item}': expected a dotted key such as train.epochs before '='")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override '{item}': the value is not valid YAML: {yaml_problem(exc)}; expected a "
+                              "plain value such as 5, 1e-3, true, a word, or a list [8,16]") from None
+        _set_dotted(tree, key, value)
     return tree
 
 
@@ -102,9 +118,13 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file '{path}' does not exist")
     try:
-        loaded = yaml.safe_load(path.read_text())
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file '{path}' is not valid YAML: {exc}") from None
+        raise ConfigError(f"config file '{path}' is not valid YAML: {yaml_problem(exc)}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file '{path}' is not UTF-8 text (byte {exc.start}); expected a YAML file") from None
+    except OSError as exc:
+        raise ConfigError(f"config file '{path}' cannot be read: {exc.strerror}") from None
     if loaded is None:
         loaded = {}
     if not isinstance(loaded, dict):
@@ -133,10 +153,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return config
 
 
-def config_from_dict(tree: dict[str, Any]) -> Config:
-    """Rebuild a Config from ``Config.to_dict()`` output (e.g. a run's saved ``config.json``)."""
+def config_from_dict(tree: dict[str, Any], overrides: list[str] | None = None) -> Config:
+    """Rebuild a Config from ``Config.to_dict()`` output (e.g. a run's saved ``config.json``), with dotted
+    ``overrides`` applied on top."""
     if not isinstance(tree, dict):
         raise ConfigError(f"expected a mapping of config keys, found {type(tree).__name__}")
-    config = _build(Config, tree, "")
+    _build(Config, tree, "")  # the saved keys themselves first, so that their errors are not blamed on an override
+    config = _build(Config, _merge(tree, parse_overrides(overrides or [])), "")
     validate(config)
     return config

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -55,6 +57,11 @@ def pair_within(interval: str) -> Check:
     return Check(lambda v: len(v) == 2 and inside(v[0]) and inside(v[1]) and v[0] <= v[1], f"[low, high] in {interval}")
 
 
+def at_most(high: float, what: str) -> Check:
+    """``value <= high``: the sizes that would exhaust memory or time long before they finish."""
+    return Check(lambda value: value <= high, f"{what} (at most {high:,})")
+
+
 POSITIVE = at_least(1, "a positive integer")
 NON_NEGATIVE = at_least(0)
 PROBABILITY = within("[0, 1]", "a probability")
@@ -79,8 +86,24 @@ def unknown_value(key: str, value: Any, valid: tuple[Any, ...]) -> ConfigError:
     return ConfigError(f"config key '{key}': unknown value '{value}'; valid: {', '.join(map(str, valid))}")
 
 
+# YAML 1.1 (PyYAML) reads "1e-3" and "5e3" as strings: a number written so is taken as the number it is.
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+# Integers beyond this do not fit the 64-bit fields of JSON readers, numpy and torch.
+_INT_LIMIT = 2 ** 63 - 1
+
+
+def _number_text(value: Any) -> float | None:
+    """The number a string spells (``"1e-3"`` -> 0.001), or None."""
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        return float(value)
+    return None
+
+
 def check_value(path: str, value: Any, annotation: Any) -> Any:
-    """Coerce ``value`` to ``annotation`` where lossless, else raise a ConfigError naming ``path``."""
+    """Coerce ``value`` to ``annotation`` where lossless, else raise a ConfigError naming ``path``.
+
+    Numbers must be finite (NaN or infinity in a loss weight or a learning rate only surfaces hours later
+    as a diverged training); ``"1e-3"`` counts as a number."""
     origin = typing.get_origin(annotation)
     valid = literal_choices(annotation)
     if valid is not None:
@@ -98,12 +121,23 @@ def check_value(path: str, value: Any, annotation: Any) -> Any:
             raise ConfigError(f"config key '{path}': expected true or false, found {value!r}")
         return value
     if annotation is int:
+        spelled = _number_text(value)
+        if spelled is not None and math.isfinite(spelled) and spelled == int(spelled) and "." not in value:
+            value = int(spelled)
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"config key '{path}': expected an integer, found {value!r}")
+        if abs(value) > _INT_LIMIT:
+            raise ConfigError(f"config key '{path}': expected an integer of at most 2**63 - 1, found {value}")
         return value
     if annotation is float:
+        spelled = _number_text(value)
+        value = spelled if spelled is not None else value
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"config key '{path}': expected a number, found {value!r}")
+        if isinstance(value, int) and abs(value) > _INT_LIMIT:
+            raise ConfigError(f"config key '{path}': expected a number of at most 2**63 - 1, found {value}")
+        if not math.isfinite(value):
+            raise ConfigError(f"config key '{path}': expected a finite number, found {value}")
         return float(value)
     if annotation is str:
         if not isinstance(value, str):

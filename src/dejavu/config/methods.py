@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
-from dejavu.config.checks import NON_NEGATIVE, Check, at_least, pair_within, within
+from dejavu.config.checks import NON_NEGATIVE, Check, at_least, at_most, pair_within, within
 from dejavu.errors import ConfigError
 
 # Registered method settings by method name, in the order the choices are listed.
@@ -77,7 +77,7 @@ class BarlowTwinsConfig:
 class ByolConfig:
     """Predictor width and the EMA target's momentum, raised along a cosine from `momentum` to `momentum_final`."""
 
-    predictor_hidden: Annotated[int, at_least(1, "a positive width")] = 512
+    predictor_hidden: Annotated[int, at_least(1, "a positive width"), at_most(65_536, "a width")] = 512
     momentum: Annotated[float, EMA_MOMENTUM] = 0.996
     momentum_final: float = 1.0
 
@@ -90,7 +90,7 @@ class ByolConfig:
 class DinoConfig:
     """DINO's prototypes, temperatures (teacher warmed up linearly), centring and EMA teacher."""
 
-    out_dim: Annotated[int, at_least(1, "a positive number of prototypes")] = 1024
+    out_dim: Annotated[int, at_least(1, "a positive number of prototypes"), at_most(1_048_576, "a number of prototypes")] = 1024
     # Prototypes of unit length (logits are cosines: stable, but at small scale too flat to sharpen), or free.
     norm_last_layer: bool = True
     student_temp: Annotated[float, TEMPERATURE] = 0.1
@@ -101,8 +101,8 @@ class DinoConfig:
     momentum: Annotated[float, EMA_MOMENTUM] = 0.996
     momentum_final: float = 1.0
     # Multi-crop: this many extra small views (side `local_crop_size`, 0: input_size // 2), students only.
-    local_crops: Annotated[int, NON_NEGATIVE] = 0
-    local_crop_size: Annotated[int, at_least(0, "0 (half the input) or a positive side")] = 0
+    local_crops: Annotated[int, NON_NEGATIVE, at_most(64, "a number of views")] = 0
+    local_crop_size: Annotated[int, at_least(0, "0 (half the input) or a positive side"), at_most(2048, "a side")] = 0
     local_crop_scale: Annotated[list[float], pair_within("(0, 1]")] = field(default_factory=lambda: [0.05, 0.4])
 
     def check(self, key: str) -> None:

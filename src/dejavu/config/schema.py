@@ -11,11 +11,16 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 from dejavu.config.checks import (
-    NON_NEGATIVE, POSITIVE, PROBABILITY, Check, at_least, field_types, literal_choices, pair_within, within,
+    NON_NEGATIVE, POSITIVE, PROBABILITY, Check, at_least, at_most, field_types, literal_choices, pair_within, within,
 )
 from dejavu.config.methods import METHOD_CONFIGS, MethodName, with_method_sections
 
 Positive = Annotated[int, POSITIVE]
+
+
+def Count(high: int, what: str) -> Any:  # noqa: N802 (a type alias with a parameter)
+    """A positive integer of at most ``high``: sizes past it would exhaust memory or never finish."""
+    return Annotated[int, POSITIVE, at_most(high, what)]
 
 
 @dataclass
@@ -38,9 +43,18 @@ class DataConfig:
     cache: bool = True
     # DataLoader processes that decode files (-1: one per core, at most 8; 0: the main process).
     workers: Annotated[int, at_least(-1, "-1 (one per core), 0 or a positive count")] = -1
+    # Files: paths a COCO JSON or a manifest names outside `root` (absolute, or `../`) are refused unless this
+    # is true (a manifest must not pull arbitrary files of the machine into the public set).
+    allow_outside_root: bool = False
+    # Files: an image of more pixels than this is refused before it is decoded (a 10,000 x 10,000 PNG
+    # takes gigabytes to decode); raise it for such data.
+    max_pixels: Count(2 ** 40, "a number of pixels") = 50_000_000
+    # Files: an image whose shorter side is below this many pixels is refused (a 1 x 1 image is a broken
+    # file, not a picture to upscale into X or T).
+    min_image_side: Count(100_000, "a side in pixels") = 16
     # Built-in scenes only: classes, images per class, scene correlation, detail, object scale.
-    n_classes: Positive = 10
-    images_per_class: Positive = 700
+    n_classes: Count(10_000, "a number of classes") = 10
+    images_per_class: Count(1_000_000, "a number of images per class") = 700
     # Probability that an image's scene type is its class's own scene (water -> swan);
     # otherwise the scene is drawn uniformly, so backgrounds are informative but not decisive.
     scene_correlation: float = 0.5
@@ -49,9 +63,9 @@ class DataConfig:
     object_scale: list[float] = field(default_factory=lambda: [0.35, 0.6])
     # Scenes: the generated side. Files: the side of the cache (each image squashed to it; crops are
     # cut from the original file at full resolution instead).
-    image_size: Annotated[Positive, at_least(16, "at least 16 pixels")] = 64
+    image_size: Annotated[Positive, at_least(16, "at least 16 pixels"), at_most(4096, "a side in pixels")] = 64
     # Side of the square the models see (full images are resized to it, crops too).
-    input_size: Positive = 32
+    input_size: Count(2048, "a side in pixels") = 32
 
 
 @dataclass
@@ -64,11 +78,11 @@ class SplitConfig:
     # reserves t_per_class boxed images per class (the control attacks their crops).
     # "auto": paper for file datasets, balanced for the built-in scenes.
     scheme: Literal["auto", "balanced", "paper"] = "auto"
-    a_per_class: Positive = 10
-    b_per_class: Positive = 10
+    a_per_class: Count(10_000_000, "a number of images per class") = 10
+    b_per_class: Count(10_000_000, "a number of images per class") = 10
     # Balanced: exact count. Paper: a cap (X takes what is left, at most this many per class).
-    x_per_class: Positive = 500
-    t_per_class: Positive = 100
+    x_per_class: Count(10_000_000, "a number of images per class") = 500
+    t_per_class: Count(10_000_000, "a number of images per class") = 100
     # Paper scheme: X comes from what the partition with this many per class leaves (the paper
     # uses 500 for every set size, so one X serves all of them); 0: a_per_class.
     public_from_per_class: int = 0
@@ -82,7 +96,7 @@ class SplitConfig:
     # model A sees each canary `canary_repeats` times per epoch (B and the sets A/B/X/T are unchanged);
     # metrics.json["canaries"] and the report compare their detection with ordinary A images and T.
     canaries: Annotated[int, at_least(0, "0 (off) or a positive count")] = 0
-    canary_repeats: Positive = 10
+    canary_repeats: Count(10_000, "a number of repeats per epoch") = 10
 
 
 @dataclass
@@ -90,7 +104,7 @@ class CropConfig:
     """Periphery crop: largest box-free rectangle by shortest side."""
 
     # Crops whose shortest side is below this many pixels are skipped (reason recorded).
-    min_side_px: Positive = 12
+    min_side_px: Count(1_000_000, "a side in pixels") = 12
     # "periphery": the largest box-free rectangle; "corner": the paper's fixed lower-left corner
     # variant (corner_fraction of width and height; it may contain part of an object, counted).
     mode: Literal["periphery", "corner"] = "periphery"
@@ -124,7 +138,8 @@ class TrainConfig:
     method: MethodName = "vicreg"
     backbone: Literal["convnet", "resnet18", "resnet50", "resnet101", "vit_tiny", "vit_small", "vit_base"] = "convnet"
     # ConvNet channel widths (convnet only).
-    widths: Annotated[list[int], Check(lambda v: len(v) >= 1 and min(v) >= 1, "positive channel widths")] = field(
+    widths: Annotated[list[int], Check(lambda v: 1 <= len(v) <= 16 and min(v) >= 1 and max(v) <= 16384,
+                                       "1 to 16 positive channel widths of at most 16,384")] = field(
         default_factory=lambda: [16, 32, 64, 128]
     )
     # ResNet stem: "small" (3x3, stride 1, no max-pool) for 32-64 px, "imagenet", or "auto" (small up to 64 px).
@@ -132,9 +147,9 @@ class TrainConfig:
     # ViT patch side (0: 16 from 128 px up, else input_size // 8).
     patch_size: Annotated[int, at_least(0, "0 (auto) or a positive patch side")] = 0
     projector: str = "512-512-512"
-    epochs: Positive = 1000
+    epochs: Count(100_000, "a number of epochs") = 1000
     # The global batch: split evenly over the processes of a distributed run.
-    batch_size: Annotated[Positive, at_least(2, "at least 2 (batch statistics)")] = 100
+    batch_size: Annotated[Positive, at_least(2, "at least 2 (batch statistics)"), at_most(1_000_000, "a batch")] = 100
     optimizer: Literal["adamw", "sgd", "lars"] = "adamw"
     lr: Annotated[float, Check(lambda v: v > 0, "a positive learning rate")] = 1e-3
     # "linear": the learning rate is lr x batch_size / 256 (the paper's base-lr convention); "none": lr as given.
@@ -159,7 +174,7 @@ class TrainConfig:
     # `seed` like every other random choice. Set it to repeat a training over a fixed data split.
     seed: Annotated[int, at_least(-1, "-1 (derived from seed) or a non-negative integer")] = -1
     # The resume state is written after an epoch when this many seconds passed since the last one.
-    resume_every_s: float = 10.0
+    resume_every_s: Annotated[float, NON_NEGATIVE] = 10.0
 
 
 def _plain(value: Any) -> Any:
@@ -188,6 +203,12 @@ def saved_epochs(train: TrainConfig) -> list[int]:
     return sorted({*(range(every, train.epochs, every) if every else ()), train.epochs})
 
 
+def keeps_epoch(train: TrainConfig, epoch: int) -> bool:
+    """Whether the training keeps the weights after ``epoch`` (:func:`saved_epochs` without listing them)."""
+    every = train.checkpoint_every
+    return epoch == train.epochs or (0 < epoch < train.epochs and every > 0 and epoch % every == 0)
+
+
 @dataclass
 class AttackConfig:
     """Label inference from the periphery crop by k nearest public neighbours."""
@@ -196,9 +217,12 @@ class AttackConfig:
     # The weights audited (attack and conventional metrics): those after this training epoch, one of the
     # epochs the training keeps (train.checkpoint_every); 0: the final weights.
     epoch: Annotated[int, at_least(0, "0 (final weights) or a training epoch")] = 0
-    k: Positive = 100
+    k: Count(100_000, "a number of neighbours") = 100
     backend: Literal["faiss", "torch"] = "faiss"
-    batch_size: Positive = 512
+    batch_size: Count(1_000_000, "a batch") = 512
+    # How embeddings are stored on disk: float32 (exact neighbours) or float16 (half the disk; rounding
+    # reorders near-tied neighbours).
+    embedding_dtype: Literal["float32", "float16"] = "float32"
 
 
 @dataclass
@@ -206,24 +230,24 @@ class EvaluateConfig:
     """Conventional metrics next to memorization: kNN accuracy and a linear probe on full images."""
 
     # Neighbours voting in kNN accuracy (capped at the size of X).
-    knn_k: Positive = 20
+    knn_k: Count(100_000, "a number of neighbours") = 20
     # Full-batch L-BFGS iterations of the linear probe.
-    probe_epochs: Positive = 100
+    probe_epochs: Count(100_000, "a number of iterations") = 100
 
 
 @dataclass
 class MetricsConfig:
     """Statistics of the gap. Accuracies are always reported at p = 5 %, 20 % and the curve 5..100 %."""
 
-    bootstrap: Positive = 2000
+    bootstrap: Count(1_000_000, "a number of resamples") = 2000
     ci_level: Annotated[float, within("(0, 1)", "a level")] = 0.95
     alpha: Annotated[float, within("(0, 1)", "a level")] = 0.01
 
 
 @dataclass
 class ReportConfig:
-    gallery: Annotated[int, NON_NEGATIVE] = 16
-    neighbours: Annotated[int, NON_NEGATIVE] = 8
+    gallery: Annotated[int, NON_NEGATIVE, at_most(1000, "a number of examples")] = 16
+    neighbours: Annotated[int, NON_NEGATIVE, at_most(100, "a number of neighbours")] = 8
 
 
 @dataclass
@@ -231,7 +255,7 @@ class Config:
     """A whole run. `seed` drives every random choice; derived seeds are recorded in the run."""
 
     seed: Annotated[int, at_least(0, "a non-negative integer")] = 0
-    threads: Annotated[int, at_least(0, "0 (all cores) or a positive count")] = 0
+    threads: Annotated[int, at_least(0, "0 (all cores) or a positive count"), at_most(4096, "a thread count")] = 0
     data: DataConfig = field(default_factory=DataConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     crop: CropConfig = field(default_factory=CropConfig)

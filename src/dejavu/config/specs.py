@@ -10,6 +10,10 @@ from __future__ import annotations
 from dejavu.errors import ConfigError
 
 
+# Far past the paper's projectors (8192-8192-8192): wider ones would not fit in memory.
+MAX_PROJECTOR_LAYERS, MAX_PROJECTOR_WIDTH = 16, 65_536
+
+
 def parse_projector_spec(spec: str) -> list[int]:
     """``"512-512-512"`` -> ``[512, 512, 512]``; raises ConfigError naming ``train.projector``.
 
@@ -26,6 +30,11 @@ def parse_projector_spec(spec: str) -> list[int]:
         ) from None
     if not widths or min(widths) < 1:
         raise ConfigError(f"config key 'train.projector' = {spec!r}: widths must be positive integers")
+    if len(widths) > MAX_PROJECTOR_LAYERS or max(widths) > MAX_PROJECTOR_WIDTH:
+        raise ConfigError(
+            f"config key 'train.projector' = {spec!r}: expected at most {MAX_PROJECTOR_LAYERS} layers of at most "
+            f"{MAX_PROJECTOR_WIDTH:,} units (the paper's widest is 8192-8192-8192)"
+        )
     return widths
 
 

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import os
+
 from dejavu.config.checks import check_fields
-from dejavu.config.schema import Config, saved_epochs
+from dejavu.config.schema import Config, keeps_epoch
 from dejavu.config.specs import check_layer, parse_projector_spec, resolve_patch_size
 from dejavu.errors import ConfigError
+
+
+def physical_memory() -> int:
+    """Bytes of RAM of this machine (0 where the system does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 0
 
 
 def validate(config: Config) -> None:
@@ -43,6 +53,14 @@ def _check_scenes(config: Config) -> None:
         raise ConfigError(
             f"config key 'crop.min_side_px' = {c.min_side_px} is larger than the image "
             f"(data.image_size = {d.image_size}): no crop could ever be kept"
+        )
+    pixels = d.n_classes * d.images_per_class * d.image_size ** 2 * 3
+    memory = physical_memory()
+    if memory and pixels > memory // 2:
+        raise ConfigError(
+            f"config keys 'data.n_classes' x 'data.images_per_class' x 'data.image_size'^2 = {d.n_classes} x "
+            f"{d.images_per_class} x {d.image_size}^2: the generated images would take {pixels / 2 ** 30:.1f} GiB, "
+            f"more than half of this machine's {memory / 2 ** 30:.1f} GiB of memory; lower them"
         )
     needed = s.a_per_class + s.b_per_class + s.x_per_class + s.t_per_class
     if s.scheme != "paper" and needed > d.images_per_class:
@@ -109,8 +127,13 @@ def _check_attack_epoch(config: Config) -> None:
             f"config key 'attack.epoch' = {a.epoch} is after the training's last epoch (train.epochs = {t.epochs}); "
             f"choose an epoch up to {t.epochs}, or raise train.epochs"
         )
-    if a.epoch and a.epoch not in (kept := saved_epochs(t)):
-        shown = ", ".join(map(str, kept)) if len(kept) <= 12 else f"{', '.join(map(str, kept[:10]))}, ..., {kept[-1]}"
+    if a.epoch and not keeps_epoch(t, a.epoch):
+        every = t.checkpoint_every
+        kept = [*range(every, min(t.epochs, 11 * every), every)] if every else []
+        kept = [e for e in kept if e < t.epochs][:10]
+        # Listed arithmetically: with train.epochs in the millions, building the whole list hangs.
+        more = every and t.epochs - 1 >= 11 * every
+        shown = ", ".join(map(str, [*kept, t.epochs])) if not more else f"{', '.join(map(str, kept))}, ..., {t.epochs}"
         raise ConfigError(
             f"config key 'attack.epoch' = {a.epoch}: the training keeps weights only after epochs {shown} "
             f"(train.epochs = {t.epochs}, train.checkpoint_every = {t.checkpoint_every}); choose one of those, "

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from dejavu.config import DataConfig
 from dejavu.data.coco import read_coco
 from dejavu.data.decode import DecodedImages
-from dejavu.data.entries import Entry, check_entries
+from dejavu.data.entries import Entry, check_entries, require_folder
 from dejavu.data.imagenet import read_imagenet, read_voc
 from dejavu.data.leakage import perceptual_hash
 from dejavu.data.manifest import read_manifest
@@ -38,10 +38,14 @@ CHUNK = 1024
 
 
 def read_entries(data: DataConfig) -> list[Entry]:
-    """The records of a file dataset (``data.dataset`` in imagenet, voc, coco, manifest), checked and sorted by id."""
+    """The records of a file dataset (``data.dataset`` in imagenet, voc, coco, manifest), checked and sorted by id.
+
+    COCO and manifest paths must resolve inside their root unless ``data.allow_outside_root``.
+    """
     root = Path(data.root).expanduser() if data.root else None
     annotations = Path(data.annotations).expanduser() if data.annotations else None
     classes = list(data.classes) or None
+    outside = data.allow_outside_root
     if root is None:
         raise DataError(f"config key 'data.root' is empty; dataset '{data.dataset}' needs the folder of its images")
     if data.dataset == "imagenet":
@@ -51,21 +55,31 @@ def read_entries(data: DataConfig) -> list[Entry]:
     elif data.dataset == "coco":
         if annotations is None:
             raise DataError("config key 'data.annotations' is empty; dataset 'coco' needs the instances JSON file")
-        entries = read_coco(root, annotations, data.label_policy, classes)
+        require_folder(root, f"coco root '{root}'", "the folder of the images the JSON's file_name values name")
+        entries = read_coco(root, annotations, data.label_policy, classes, allow_outside_root=outside)
     elif data.dataset == "manifest":
         # data.root may be the manifest itself (paths relative to its folder) or the base folder of
         # the paths, with the manifest in data.annotations.
         if root.is_file():
-            entries = read_manifest(root, None)
+            entries = read_manifest(root, None, allow_outside_root=outside)
         elif annotations is None:
             raise DataError(f"dataset 'manifest': data.root '{root}' is a folder, so data.annotations must name the CSV/JSONL manifest")
         else:
-            entries = read_manifest(annotations, root)
+            require_folder(root, f"manifest root '{root}'", "the folder the manifest's paths are relative to")
+            entries = read_manifest(annotations, root, allow_outside_root=outside)
     else:
         raise DataError(f"unknown dataset '{data.dataset}'")
     entries = check_entries(entries, f"{data.dataset} dataset at '{root}'")
     if classes is not None:
-        entries = [e for e in entries if e.label in set(classes)]
+        found = {e.label for e in entries}
+        missing = sorted(set(classes) - found)
+        if missing:
+            raise DataError(
+                f"{data.dataset} dataset at '{root}': data.classes {', '.join(map(repr, missing))} label no image; "
+                f"expected some of {', '.join(sorted(found)[:20])}{', ...' if len(found) > 20 else ''}"
+            )
+        wanted = set(classes)
+        entries = [e for e in entries if e.label in wanted]
     return entries
 
 
@@ -91,35 +105,85 @@ def _save_images(path: Path, images: np.ndarray) -> None:
             np.save(handle, images, allow_pickle=False)
 
 
+PROGRESS = "ingest.partial.npz"
+PARTIAL_IMAGES = "images.partial.npy"
+
+
+def discard_progress(out_dir: Path) -> None:
+    """Remove an interrupted image pass's progress (``ingest.partial.npz``, ``images.partial.npy``)."""
+    for name in (PROGRESS, PARTIAL_IMAGES):
+        (out_dir / name).unlink(missing_ok=True)
+
+
 def ingest(entries: list[Entry], data: DataConfig, out_dir: Path, log: Callable[[str], None] = print) -> ImageTable:
     """Decode, check, hash and (with ``data.cache``) cache every entry; write ``catalog.npz`` last.
 
     Resumable: ``images.partial.npy`` and ``ingest.partial.npz`` hold the images done so far and are
-    reused by the next call with the same files and size.
+    reused by the next call with the same files and size. They survive a kill or an interrupt (that is
+    what resuming needs) but not an error: a file that fails (corrupt, too large, too small, a box outside
+    its image) raises :class:`DataError` after they are removed, so that a failed pass leaves nothing stale.
 
     Example:
         >>> table = ingest(read_entries(config.data), config.data, run.data_dir)
     """
     out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _ingest(entries, data, out_dir, log)
+    except Exception:
+        # KeyboardInterrupt (and SIGKILL, which runs nothing) keep the progress for the resume.
+        discard_progress(out_dir)
+        raise
+
+
+def _resumed(progress_path: Path, partial_path: Path, key: str, n: int, cache: bool,
+             log: Callable[[str], None]) -> dict | None:
+    """The saved progress of an interrupted pass over the same files, or None (none, another pass, or
+    unreadable: then the pass starts over rather than trusting it)."""
+    if not progress_path.is_file() or (cache and not partial_path.is_file()):
+        return None
+    try:
+        saved = load_npz(progress_path)
+        if str(saved["key"]) != key:
+            return None
+        done = int(saved["done"])
+        arrays = {name: saved[name] for name in ("widths", "heights", "shas", "phashes")}
+        if not 0 <= done <= n or any(array.shape != (n,) for array in arrays.values()):
+            raise ValueError(f"done = {done} or arrays of shapes {[a.shape for a in arrays.values()]} for {n} images")
+    except Exception as exc:  # noqa: BLE001 -- a damaged progress file only costs a fresh pass
+        log(f"[data] ignoring the unreadable progress file {progress_path} ({type(exc).__name__}: {exc}); "
+            "starting the image pass over")
+        return None
+    return {"done": done, **arrays}
+
+
+def _ingest(entries: list[Entry], data: DataConfig, out_dir: Path, log: Callable[[str], None]) -> ImageTable:
     n, size = len(entries), data.image_size
     paths = np.array([str(e.path) for e in entries])
     key = hashlib.sha256(json.dumps([paths.tolist(), size, data.cache]).encode()).hexdigest()[:16]
-    progress_path, partial_path = out_dir / "ingest.partial.npz", out_dir / "images.partial.npy"
+    progress_path, partial_path = out_dir / PROGRESS, out_dir / PARTIAL_IMAGES
 
     widths, heights = np.zeros(n, np.int64), np.zeros(n, np.int64)
     shas, phashes, done = np.array([""] * n, dtype="<U64"), np.zeros(n, np.uint64), 0
-    if progress_path.is_file() and (partial_path.is_file() or not data.cache):
-        saved = load_npz(progress_path)
-        if str(saved["key"]) == key:
-            widths, heights, shas, phashes = saved["widths"], saved["heights"], saved["shas"], saved["phashes"]
-            done = int(saved["done"])
-            log(f"[data] resuming the image pass at {done}/{n}")
+    saved = _resumed(progress_path, partial_path, key, n, data.cache, log)
     images = None
-    if data.cache:
-        if done and partial_path.is_file():
+    if saved is not None and data.cache:
+        try:
             images = np.load(partial_path, mmap_mode="r+")
+        except (OSError, ValueError) as exc:
+            log(f"[data] ignoring the unreadable partial cache {partial_path} ({exc}); starting the image pass over")
+            saved = None
         else:
-            images = np.lib.format.open_memmap(partial_path, mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
+            if images.shape != (n, size, size, 3) or images.dtype != np.uint8:
+                log(f"[data] the partial cache {partial_path} holds {images.shape} {images.dtype}, not this pass's "
+                    "images; starting the image pass over")
+                del images
+                images, saved = None, None
+    if saved is not None:
+        widths, heights, shas, phashes, done = (saved["widths"], saved["heights"], saved["shas"], saved["phashes"],
+                                                saved["done"])
+        log(f"[data] resuming the image pass at {done}/{n}")
+    if data.cache and images is None:
+        images = np.lib.format.open_memmap(partial_path, mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
 
     def save_progress(count: int) -> None:
         if images is not None:
@@ -128,26 +192,27 @@ def ingest(entries: list[Entry], data: DataConfig, out_dir: Path, log: Callable[
                  shas=shas, phashes=phashes)
 
     workers = workers_of(data.workers)
+    decoded = DecodedImages(paths, size, max_pixels=data.max_pixels, min_side=data.min_image_side)
     loader = torch.utils.data.DataLoader(
-        torch.utils.data.Subset(DecodedImages(paths, size), range(done, n)),
-        batch_size=32, num_workers=workers, collate_fn=list,
+        torch.utils.data.Subset(decoded, range(done, n)), batch_size=32, num_workers=workers, collate_fn=list,
     )
-    bar = tqdm(total=n, initial=done, desc="decode + cache images", unit="img", mininterval=1.0, dynamic_ncols=True)
-    last_save = done
-    for batch in loader:
-        for index, item in batch:
-            if isinstance(item, str):
+    # Closed however the pass ends, so that an error message starts on a line of its own.
+    with tqdm(total=n, initial=done, desc="decode + cache images", unit="img", mininterval=1.0,
+              dynamic_ncols=True) as bar:
+        last_save = done
+        for batch in loader:
+            for index, item in batch:
+                if isinstance(item, str):
+                    raise DataError(f"{item} (entry '{entries[index].id}'{_source(entries[index])})")
+                widths[index], heights[index], shas[index], phashes[index] = (item.width, item.height, item.sha256,
+                                                                              item.phash)
+                if images is not None:
+                    images[index] = item.pixels
+                done = index + 1
+            bar.update(len(batch))
+            if done - last_save >= CHUNK:
                 save_progress(done)
-                raise DataError(f"{item} (entry '{entries[index].id}'{_source(entries[index])})")
-            widths[index], heights[index], shas[index], phashes[index] = item.width, item.height, item.sha256, item.phash
-            if images is not None:
-                images[index] = item.pixels
-            done = index + 1
-        bar.update(len(batch))
-        if done - last_save >= CHUNK:
-            save_progress(done)
-            last_save = done
-    bar.close()
+                last_save = done
     save_progress(done)
 
     table, report = _decoded_table(entries, paths, np.stack([widths, heights], axis=1), shas, phashes, log)

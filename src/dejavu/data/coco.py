@@ -9,6 +9,7 @@ objects) never give the label but are still foreground: the periphery crop must 
 from __future__ import annotations
 
 import json
+import math
 import os
 import warnings
 from numbers import Real
@@ -16,38 +17,63 @@ from pathlib import Path
 
 import numpy as np
 
-from dejavu.data.entries import Entry, check_entries, check_label_policy, pick_object
+from dejavu.data.entries import (
+    Entry, InsideRoot, check_entries, check_label_policy, has_control_character, json_kind, not_a_file,
+    pick_object, shown,
+)
 from dejavu.errors import DataError
 
 _TOP_LEVEL_KEYS = ("images", "annotations", "categories")
 
 
 def _load(path: Path) -> dict:
+    problem = not_a_file(path)
+    if problem == "missing":
+        raise DataError(f"{path}: the COCO annotation file does not exist; expected an instances JSON")
+    if problem:
+        raise DataError(f"{path}: the COCO annotation file is {problem}; expected an instances JSON file")
     try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except FileNotFoundError:
-        raise DataError(f"{path}: the COCO annotation file does not exist; expected an instances JSON") from None
+        raw = path.read_bytes()
     except OSError as exc:
         raise DataError(f"{path}: cannot read the COCO annotation file ({exc.strerror or exc})") from None
+    if not raw.strip():
+        raise DataError(f"{path}: the COCO annotation file is empty; expected an instances JSON")
+    try:
+        # utf-8-sig: a byte-order mark, as some Windows editors write, is not an error.
+        data = json.loads(raw.decode("utf-8-sig"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: not valid JSON ({exc}); expected a COCO instances JSON") from None
+    except RecursionError:
+        raise DataError(f"{path}: not a COCO instances JSON (its values are nested too deeply)") from None
     if not isinstance(data, dict):
         raise DataError(
-            f"{path}: top level is a {type(data).__name__}; expected an object with {', '.join(_TOP_LEVEL_KEYS)}"
+            f"{path}: the top level is {json_kind(data)}; expected an object with {', '.join(_TOP_LEVEL_KEYS)}"
         )
     for key in _TOP_LEVEL_KEYS:
         if not isinstance(data.get(key), list):
-            found = "missing" if key not in data else f"a {type(data[key]).__name__}"
+            found = "missing" if key not in data else json_kind(data[key])
             raise DataError(
-                f"{path}: top-level key {key!r} is {found}; expected a list (found keys: {', '.join(data)})"
+                f"{path}: top-level key {key!r} is {found}; expected a list (found keys: "
+                f"{shown(list(data))})"
             )
     return data
 
 
+def _name(path: Path, item: object, key: str, kind: str, index: int) -> str:
+    """A name field (``file_name``, a category's ``name``): non-empty text; integers are taken as their digits."""
+    value = _field(path, item, key, kind, index)
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not value.strip() or has_control_character(value):
+        raise DataError(f"{path}: {kind}[{index}] has {key} {shown(value)}; expected non-empty printable text")
+    return value
+
+
 def _field(path: Path, item: object, key: str, kind: str, index: int) -> object:
     """``item[key]`` of the ``index``-th element of top-level list ``kind``, or a DataError."""
-    if not isinstance(item, dict) or key not in item:
+    if not isinstance(item, dict):
+        raise DataError(f"{path}: {kind}[{index}] is {json_kind(item)}; expected an object with {key!r}")
+    if key not in item:
         raise DataError(f"{path}: {kind}[{index}] has no {key!r}; expected an object with {key!r}")
     return item[key]
 
@@ -56,21 +82,39 @@ def _identifier(path: Path, item: object, key: str, kind: str, index: int) -> in
     """An id field (``id``, ``image_id``, ``category_id``): an integer or a string, as COCO writes them."""
     value = _field(path, item, key, kind, index)
     if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise DataError(f"{path}: {kind}[{index}] has {key} {value!r}; expected an integer or a string")
+        raise DataError(f"{path}: {kind}[{index}] has {key} {shown(value)}; expected an integer or a string")
     return value
 
 
 def _bbox(path: Path, annotation: dict, index: int) -> np.ndarray:
     """xyxy float64 (4,) of one annotation's ``[x, y, w, h]`` (booleans are not numbers here)."""
     bbox = _field(path, annotation, "bbox", "annotations", index)
+    name = f"annotation id {shown(annotation.get('id', f'#{index}'))}"
     if (not isinstance(bbox, list) or len(bbox) != 4
             or not all(isinstance(value, Real) and not isinstance(value, bool) for value in bbox)):
+        raise DataError(f"{path}: {name} has bbox {shown(bbox)}; expected 4 numbers [x, y, width, height]")
+    try:
+        x, y, width, height = (float(value) for value in bbox)
+    except OverflowError:  # an integer too large for a float
+        x = y = width = height = math.inf
+    if not all(math.isfinite(value) for value in (x, y, width, height)) or width <= 0 or height <= 0:
         raise DataError(
-            f"{path}: annotation id {annotation.get('id', f'#{index}')} has bbox {bbox!r}; "
-            "expected 4 numbers [x, y, width, height]"
+            f"{path}: {name} has bbox {shown(bbox)}; expected finite [x, y, width, height] with width > 0 and "
+            "height > 0"
         )
-    x, y, width, height = (float(value) for value in bbox)
     return np.array([x, y, x + width, y + height], dtype=np.float64)
+
+
+def _crowd(path: Path, annotation: dict, index: int) -> bool:
+    """``iscrowd``: 0 or 1 (absent: 0; JSON true and false too). Anything else would silently decide which
+    objects may give the label."""
+    value = annotation.get("iscrowd", 0)
+    if value not in (0, 1):
+        raise DataError(
+            f"{path}: annotation id {shown(annotation.get('id', f'#{index}'))} has iscrowd {shown(value)}; "
+            "expected 0 or 1"
+        )
+    return bool(value)
 
 
 def _categories(path: Path, data: dict, classes: list[str] | None) -> dict[int | str, str]:
@@ -78,7 +122,9 @@ def _categories(path: Path, data: dict, classes: list[str] | None) -> dict[int |
     category_names = {}
     for index, category in enumerate(data["categories"]):
         category_id = _identifier(path, category, "id", "categories", index)
-        category_names[category_id] = str(_field(path, category, "name", "categories", index))
+        if category_id in category_names:
+            raise DataError(f"{path}: categories[{index}] repeats category id {category_id!r}; expected unique ids")
+        category_names[category_id] = _name(path, category, "name", "categories", index)
     if classes is not None:
         unknown = sorted(set(classes) - set(category_names.values()))
         if unknown:
@@ -96,7 +142,7 @@ def _file_names(path: Path, data: dict) -> dict[int | str, str]:
         image_id = _identifier(path, image, "id", "images", index)
         if image_id in file_names:
             raise DataError(f"{path}: images[{index}] repeats image id {image_id!r}; expected unique ids")
-        file_names[image_id] = str(_field(path, image, "file_name", "images", index))
+        file_names[image_id] = _name(path, image, "file_name", "images", index)
     return file_names
 
 
@@ -108,21 +154,21 @@ def _objects(
     for index, annotation in enumerate(data["annotations"]):
         image_id = _identifier(path, annotation, "image_id", "annotations", index)
         category_id = _identifier(path, annotation, "category_id", "annotations", index)
-        name = f"annotation id {annotation.get('id', f'#{index}')}"
+        name = f"annotation id {shown(annotation.get('id', f'#{index}'))}"
         if image_id not in file_names:
             raise DataError(f"{path}: {name} has image_id {image_id!r}, which is not among 'images'")
         if category_id not in category_names:
             raise DataError(
                 f"{path}: {name} has category_id {category_id!r}, which is not among 'categories'"
             )
-        crowd = bool(annotation.get("iscrowd", 0))
+        crowd = _crowd(path, annotation, index)
         box = _bbox(path, annotation, index)
         objects.setdefault(image_id, []).append((box, category_names[category_id], crowd))
     return objects
 
 
 def read_coco(root: Path, annotations: Path, label_policy: str = "largest",
-              classes: list[str] | None = None) -> list[Entry]:
+              classes: list[str] | None = None, allow_outside_root: bool = False) -> list[Entry]:
     """List a COCO instances JSON as entries, sorted by id.
 
     Image files: ``<root>/<file_name>``; id = file_name stem; boxes: every annotation of the image
@@ -130,11 +176,15 @@ def read_coco(root: Path, annotations: Path, label_policy: str = "largest",
     with the largest box area ("largest": box, not mask, area, as for VOC and since ``area`` is
     optional in hand-written files) or of the first one ("first"); an image with only crowd
     annotations takes its label from those. Images without annotations have no label: they are
-    skipped with one warning giving the count. ``classes`` keeps images whose label is in it.
+    skipped with one warning giving the count. ``classes`` keeps images whose label is in it. A
+    file_name that resolves outside ``root`` (absolute, ``../``, a symlink leading out) is refused
+    unless ``allow_outside_root``.
 
-    Raises :class:`DataError` naming the JSON for: unreadable or invalid JSON, a missing top-level
-    key, an annotation whose image_id is not an image, an unknown category_id, a bbox that is not 4
-    numbers, a missing image file, an unknown class in ``classes``, an unknown ``label_policy``.
+    Raises :class:`DataError` naming the JSON for: unreadable, empty or invalid JSON, a missing top-level
+    key, a field of the wrong type, a repeated image or category id, an annotation whose image_id is not
+    an image, an unknown category_id, a bbox that is not 4 finite numbers with a positive width and
+    height, an iscrowd other than 0 or 1, a file_name outside the root or that is not a file, an
+    unknown class in ``classes``, an unknown ``label_policy``.
 
     Example:
         >>> json_path = Path("coco/annotations/instances_train2017.json")
@@ -153,6 +203,7 @@ def read_coco(root: Path, annotations: Path, label_policy: str = "largest",
     objects = _objects(annotations, data, file_names, category_names)
 
     wanted = None if classes is None else set(classes)
+    inside = InsideRoot(root, allow_outside_root)
     entries = []
     for image_id, file_name in file_names.items():
         found = objects.get(image_id)
@@ -167,11 +218,13 @@ def read_coco(root: Path, annotations: Path, label_policy: str = "largest",
         if wanted is not None and label not in wanted:
             continue
         path = root / file_name
-        if not path.is_file():
-            raise DataError(
-                f"{annotations}: image id {image_id!r} has file_name {file_name!r}, but {path} is not a file"
-            )
-        entries.append(Entry(Path(file_name).stem, path, label, boxes, f"{annotations} (image id {image_id})"))
+        where = f"{annotations}: image id {image_id!r}"
+        inside(path, where, file_name)
+        problem = not_a_file(path)
+        if problem:
+            raise DataError(f"{where} has file_name {file_name!r}, but {path} is not a file ({problem}); expected an "
+                            "image file")
+        entries.append(Entry(Path(file_name).stem, path, label, boxes, f"{annotations} (image id {image_id!r})"))
     unlabelled = len(file_names) - len(objects)
     if unlabelled:
         warnings.warn(f"{what}: skipped {unlabelled} images without annotations (no label)", stacklevel=2)

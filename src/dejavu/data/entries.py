@@ -12,6 +12,8 @@ image file as stored (the object covers columns ``x0 .. x1 - 1``), the conventio
 from __future__ import annotations
 
 import os
+import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +23,10 @@ from dejavu.errors import DataError
 
 # Suffixes (compared in lower case) of the files a folder reader takes for images.
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
+
+# Newlines, tabs, NUL...: never part of a real id, label or file name, and they would break a message
+# (one line) or a CSV artifact apart.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 # How an image with several annotated objects gets its one label.
 LABEL_POLICIES = ("largest", "first")
@@ -81,6 +87,44 @@ def pick_object(boxes: np.ndarray, label_policy: str) -> int:
     return int(np.argmax(areas))
 
 
+def has_control_character(text: str) -> bool:
+    """Whether ``text`` holds a control character (newline, tab, NUL, ...)."""
+    return _CONTROL.search(text) is not None
+
+
+def shown(value: object, limit: int = 120) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for messages: it stays one readable line whatever an
+    annotation file holds (repr escapes newlines; a megabyte cell is cut)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def json_kind(value: object) -> str:
+    """What a parsed JSON value is, in JSON's words ("an array", "null"), for messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"{str(value).lower()} (a boolean)"
+    kinds = ((dict, "an object"), (list, "an array"), (str, "a string"), ((int, float), "a number"))
+    return next((kind for types, kind in kinds if isinstance(value, types)), type(value).__name__)
+
+
+def not_a_file(path: Path) -> str | None:
+    """None when ``path`` is a regular file (or a symlink to one), else what it is instead, in words:
+    "missing", "a folder", or why it cannot be looked at (a name too long, a loop of symlinks)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "missing"
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})"
+    except ValueError:  # an embedded NUL byte
+        return "not a valid path"
+    if stat.S_ISREG(mode):
+        return None
+    return "a folder" if stat.S_ISDIR(mode) else "not a regular file"
+
+
 def require_folder(path: Path, what: str, expected: str) -> None:
     """Raise :class:`DataError` naming ``path`` unless it is an existing folder."""
     if not path.exists():
@@ -106,12 +150,43 @@ class _RealPaths:
 
     def __call__(self, path: Path) -> str:
         folder, name = os.path.split(os.fspath(path))
+        if name in ("", ".", ".."):
+            return os.path.realpath(path)
         real_folder = self.folders.get(folder)
         if real_folder is None:
             real_folder = self.folders[folder] = os.path.realpath(folder)
         joined = os.path.join(real_folder, name)
         # The file itself may be a symlink (to another image of the dataset): follow it fully.
         return os.path.realpath(joined) if os.path.islink(joined) else joined
+
+
+class InsideRoot:
+    """Refuses image paths of an annotation file that resolve outside the dataset's root folder.
+
+    A manifest or a COCO JSON names files by text; without this check an absolute path, ``../`` or a
+    symlink leading out of the root pulls any image of the machine into the dataset (and its pixels into
+    the public set and the report). ``allow`` (``data.allow_outside_root``) turns the check off.
+
+    Example:
+        >>> inside = InsideRoot(Path("/data/pets"), allow=False)
+        >>> inside(Path("/data/pets/cats/1.jpg"), "manifest.csv:2", "cats/1.jpg")  # inside: returns None
+    """
+
+    def __init__(self, root: Path, allow: bool):
+        self.root = os.path.realpath(root)
+        self.allow = allow
+        self.real_path = _RealPaths()
+
+    def __call__(self, path: Path, where: str, given: str) -> None:
+        if self.allow:
+            return
+        real = self.real_path(path)
+        if os.path.commonpath([real, self.root]) != self.root:
+            raise DataError(
+                f"{where}: image path {given!r} resolves to {real}, outside the dataset root {self.root}; expected "
+                "a path inside the root: move (not symlink) the file under it, or set data.allow_outside_root=true "
+                "to read files from anywhere"
+            )
 
 
 def _check_boxes(entry: Entry, what: str) -> None:
@@ -140,7 +215,7 @@ def check_entries(entries: list[Entry], what: str) -> list[Entry]:
     no entries; an empty or duplicate id (naming both sources); one image file reachable under two
     ids (``os.path.realpath`` equal, so symlinks and ``..`` count); boxes that are not a finite
     (m, 4) array; a degenerate box (x0 >= x1 or y0 >= y1), naming the annotation, the object index
-    and the four values.
+    and the four values; an id or label holding a control character (newline, tab, NUL).
 
     Example:
         >>> one = Entry("a", Path("/d/a.jpg"), "cat", no_boxes(), "")
@@ -155,6 +230,13 @@ def check_entries(entries: list[Entry], what: str) -> list[Entry]:
     for entry in entries:
         if not entry.id:
             raise DataError(f"{what}: {_source(entry)} has an empty id; expected a non-empty string")
+        for field, value in (("id", entry.id), ("label", entry.label)):
+            if has_control_character(value):
+                # The source is quoted too: a file name on disk may hold the same character.
+                raise DataError(
+                    f"{what}: {shown(_source(entry), 400)} has the {field} {value!r}, which holds a control "
+                    "character; expected printable text (no newline, tab or NUL)"
+                )
         if entry.id in by_id:
             raise DataError(
                 f"{what}: id {entry.id!r} appears twice: {_source(by_id[entry.id])} and {_source(entry)}; "

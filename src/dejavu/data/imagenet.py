@@ -24,7 +24,8 @@ import defusedxml.ElementTree as SafeElementTree
 import numpy as np
 
 from dejavu.data.entries import (
-    Entry, check_entries, check_label_policy, is_image_file, no_boxes, pick_object, require_folder,
+    Entry, check_entries, check_label_policy, has_control_character, is_image_file, no_boxes, pick_object,
+    require_folder, shown,
 )
 from dejavu.errors import DataError
 
@@ -54,6 +55,8 @@ def parse_voc_xml(path: Path) -> list[tuple[str, np.ndarray, bool]]:
         raise DataError(f"{path}: not valid XML ({exc}); expected a PASCAL-VOC annotation") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read the annotation ({exc.strerror or exc})") from None
+    except (LookupError, ValueError) as exc:  # e.g. an encoding Python does not know
+        raise DataError(f"{path}: not readable XML ({exc}); expected a UTF-8 PASCAL-VOC annotation") from None
     objects = tree.getroot().findall("object")
     if not objects:
         raise DataError(f"{path}: found no <object>; expected at least one <object> with <name> and <bndbox>")
@@ -62,6 +65,9 @@ def parse_voc_xml(path: Path) -> list[tuple[str, np.ndarray, bool]]:
         name = (element.findtext("name") or "").strip()
         if not name:
             raise DataError(f"{path}: <object> {index} (counting from 0) has no <name>; expected the class name")
+        if has_control_character(name):
+            raise DataError(f"{path}: <object> {index} has the <name> {name!r}, which holds a control character; "
+                            "expected a class name on one line")
         box_element = element.find("bndbox")
         if box_element is None:
             raise DataError(f"{path}: <object> {index} ({name}) has no <bndbox>; expected xmin, ymin, xmax, ymax")
@@ -72,11 +78,11 @@ def parse_voc_xml(path: Path) -> list[tuple[str, np.ndarray, bool]]:
                 value = float(text)
             except (TypeError, ValueError):
                 raise DataError(
-                    f"{path}: <object> {index} ({name}) has <{coordinate}> {text!r}; expected a number"
+                    f"{path}: <object> {index} ({name}) has <{coordinate}> {shown(text, 80)}; expected a number"
                 ) from None
             if not np.isfinite(value):
                 raise DataError(
-                    f"{path}: <object> {index} ({name}) has <{coordinate}> {text!r}; expected a finite number"
+                    f"{path}: <object> {index} ({name}) has <{coordinate}> {shown(text, 80)}; expected a finite number"
                 )
             values.append(value)
         xmin, ymin, xmax, ymax = values
@@ -85,16 +91,33 @@ def parse_voc_xml(path: Path) -> list[tuple[str, np.ndarray, bool]]:
     return parsed
 
 
+def _listing(folder: Path) -> list[os.DirEntry]:
+    """The entries of ``folder`` (scandir: one system call per folder); :class:`DataError` naming it when it
+    cannot be listed."""
+    try:
+        with os.scandir(folder) as listing:
+            return list(listing)
+    except OSError as exc:
+        raise DataError(
+            f"{folder}: cannot list the folder ({exc.strerror or exc}); expected a readable folder"
+        ) from None
+
+
+def _is_file(item: os.DirEntry) -> bool:
+    try:
+        return item.is_file()
+    except OSError:  # a name the file system cannot look up: not one of our files
+        return False
+
+
 def _image_files(folder: Path) -> list[Path]:
-    """Image files directly in ``folder``, sorted by name (scandir: one system call per folder)."""
-    with os.scandir(folder) as listing:
-        return sorted(Path(item.path) for item in listing if item.is_file() and is_image_file(item.name))
+    """Image files directly in ``folder``, sorted by name."""
+    return sorted(Path(item.path) for item in _listing(folder) if is_image_file(item.name) and _is_file(item))
 
 
 def _xml_stems(folder: Path) -> set[str]:
     """Stems of the ``.xml`` files in ``folder`` (one listing instead of one ``exists`` per image)."""
-    with os.scandir(folder) as listing:
-        return {item.name[:-4] for item in listing if item.name.lower().endswith(".xml") and item.is_file()}
+    return {item.name[:-4] for item in _listing(folder) if item.name.lower().endswith(".xml") and _is_file(item)}
 
 
 def _stack_boxes(objects: list[tuple[str, np.ndarray, bool]]) -> np.ndarray:
@@ -124,8 +147,7 @@ def read_imagenet(root: Path, annotations: Path | None = None, classes: list[str
     # The kernel resolves '<root>/..' through a symlinked root to the target's parent; so does resolve().
     annotations = root.resolve().parent / "Annotation" if annotations is None else Path(os.path.abspath(annotations))
     require_folder(annotations, what, "the bounding-box folder with one sub-folder of XMLs per wnid")
-    with os.scandir(root) as listing:
-        folders = sorted(item.name for item in listing if item.is_dir() and not item.name.startswith("."))
+    folders = sorted(item.name for item in _listing(root) if item.is_dir() and not item.name.startswith("."))
     if not folders:
         raise DataError(f"{what}: found no class folders in {root}; expected one folder per wnid (e.g. n01440764/)")
     if classes is not None:
@@ -145,8 +167,9 @@ def read_imagenet(root: Path, annotations: Path | None = None, classes: list[str
             continue
         box_folder = annotations / wnid
         if not box_folder.is_dir():
+            found = "is not a folder" if box_folder.exists() else "does not exist"
             raise DataError(
-                f"{what}: class folder {root / wnid} has {len(images)} images but {box_folder} does not exist; "
+                f"{what}: class folder {root / wnid} has {len(images)} images but {box_folder} {found}; "
                 "expected a folder of XMLs (an empty folder marks a class without boxes)"
             )
         boxed = _xml_stems(box_folder)

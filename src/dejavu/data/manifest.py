@@ -13,8 +13,11 @@ file as stored (the convention of every entry, see ``entries.py``)::
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 import json
+import math
 import os
 import posixpath
 from collections.abc import Iterator
@@ -22,54 +25,103 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from dejavu.data.entries import Entry, check_entries, no_boxes
+from dejavu.data.entries import (
+    Entry, InsideRoot, check_entries, has_control_character, json_kind, no_boxes, not_a_file, shown,
+)
 from dejavu.errors import DataError
 
 REQUIRED_COLUMNS = ("path", "label")
 OPTIONAL_COLUMNS = ("boxes", "id")
+_UTF16_MARKS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 
 
 def _expected_columns() -> str:
     return f"{', '.join(REQUIRED_COLUMNS)} (optional: {', '.join(OPTIONAL_COLUMNS)})"
 
 
-def _csv_rows(path: Path) -> Iterator[tuple[int, dict]]:
-    """(line number, row) of a CSV with a header; boxes stay JSON text, parsed by the caller."""
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        found = reader.fieldnames or []
-        missing = [column for column in REQUIRED_COLUMNS if column not in found]
+def _text(path: Path) -> str:
+    """The manifest's text: UTF-8, with or without the byte-order mark Excel and Notepad write."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the manifest ({exc.strerror or exc}); expected a readable file") from None
+    if raw.startswith(_UTF16_MARKS):
+        raise DataError(f"{path}: the manifest is UTF-16 text (it starts with the mark {raw[:2]!r}); expected UTF-8: "
+                        "re-save it as UTF-8 (Excel: 'CSV UTF-8')")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataError(
+            f"{path}:{line}: byte {raw[exc.start:exc.start + 1]!r} at offset {exc.start} is not UTF-8 ({exc.reason}); "
+            "expected UTF-8 text: re-save the manifest as UTF-8"
+        ) from None
+
+
+def _csv_rows(path: Path, text: str) -> Iterator[tuple[int, dict]]:
+    """(line number, row) of a CSV with a header; boxes stay JSON text, parsed by the caller.
+
+    A row with more cells than the header is refused (most often an unquoted boxes cell, whose commas
+    split it); one with fewer lacks its last, optional, columns, which count as empty.
+    """
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = [name.strip() for name in next(reader, [])]
+        missing = [column for column in REQUIRED_COLUMNS if column not in header]
         if missing:
             raise DataError(
-                f"{path}:1: the header has no column {', '.join(missing)} (found: {', '.join(found) or 'nothing'}); "
+                f"{path}:1: the header has no column {', '.join(missing)} (found: {_names(header)}); "
                 f"expected {_expected_columns()}"
             )
-        for row in reader:
+        repeated = sorted({name for name in header if name and header.count(name) > 1})
+        if repeated:
+            raise DataError(f"{path}:1: the header names column {_names(repeated)} twice; expected each column once")
+        required = max(header.index(column) for column in REQUIRED_COLUMNS) + 1
+        for cells in reader:
             # line_num is the last physical line read, right even when a quoted cell spans lines.
-            yield reader.line_num, row
-
-
-def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict]]:
-    """(line number, object) of a JSONL file; blank lines are skipped."""
-    with open(path, encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
+            line = reader.line_num
+            if not cells:
                 continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
+            if len(cells) > len(header) or len(cells) < required:
                 raise DataError(
-                    f"{path}:{line_number}: invalid JSON ({exc.msg}); expected one object per line"
-                ) from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{line_number}: found a {type(row).__name__}; expected an object per line")
-            missing = [key for key in REQUIRED_COLUMNS if key not in row]
-            if missing:
-                raise DataError(
-                    f"{path}:{line_number}: no key {', '.join(missing)} (found: {', '.join(row) or 'nothing'}); "
-                    f"expected {_expected_columns()}"
+                    f"{path}:{line}: found {len(cells)} cell{'s' if len(cells) > 1 else ''}; expected {len(header)}, "
+                    "one per column of the header "
+                    f"({_names(header)}); a cell holding commas, like boxes, must be quoted: \"[[1, 2, 30, 40]]\""
                 )
-            yield line_number, row
+            yield line, dict(zip(header, cells))
+    except csv.Error as exc:
+        raise DataError(f"{path}:{reader.line_num}: not valid CSV ({exc}); expected {_expected_columns()}") from None
+
+
+def _jsonl_rows(path: Path, text: str) -> Iterator[tuple[int, dict]]:
+    """(line number, object) of a JSONL file; blank lines are skipped."""
+    # Split on newlines only: str.splitlines would also break at U+2028 and other characters JSON allows in strings.
+    for line_number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(
+                f"{path}:{line_number}: invalid JSON ({exc.msg}: column {exc.colno}); expected one object per line"
+            ) from None
+        except RecursionError:
+            raise DataError(
+                f"{path}:{line_number}: JSON nested too deeply; expected one flat object per line"
+            ) from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path}:{line_number}: found {json_kind(row)}; expected an object per line")
+        missing = [key for key in REQUIRED_COLUMNS if key not in row]
+        if missing:
+            raise DataError(
+                f"{path}:{line_number}: no key {', '.join(missing)} (found: {_names(row)}); "
+                f"expected {_expected_columns()}"
+            )
+        yield line_number, row
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _parse_boxes(value: object, where: str) -> np.ndarray:
@@ -79,18 +131,34 @@ def _parse_boxes(value: object, where: str) -> np.ndarray:
     if isinstance(value, str):
         try:
             value = json.loads(value)
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, RecursionError) as exc:
+            reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
             raise DataError(
-                f"{where}: boxes {value!r} are not JSON ({exc.msg}); expected [[x0, y0, x1, y1], ...]"
+                f"{where}: boxes {shown(value)} are not JSON ({reason}); expected [[x0, y0, x1, y1], ...]"
             ) from None
     rows_ok = isinstance(value, list) and all(
-        isinstance(row, list) and len(row) == 4
-        and all(isinstance(number, (int, float)) and not isinstance(number, bool) for number in row)
-        for row in value
+        isinstance(row, list) and len(row) == 4 and all(_is_number(number) for number in row) for row in value
     )
     if not rows_ok:
-        raise DataError(f"{where}: boxes {value!r}; expected a list of [x0, y0, x1, y1] pixel rows")
+        raise DataError(f"{where}: boxes {shown(value)}; expected a list of [x0, y0, x1, y1] pixel rows")
+    # float() of a huge JSON integer overflows; NaN and infinity parse as floats: all three are refused here.
+    finite = all(_finite(number) for row in value for number in row)
+    if not finite:
+        raise DataError(f"{where}: boxes {shown(value)}; expected finite pixel coordinates")
     return np.array(value, dtype=np.float64).reshape(-1, 4)
+
+
+def _finite(number: float | int) -> bool:
+    try:
+        return math.isfinite(float(number))
+    except OverflowError:
+        return False
+
+
+def _names(names) -> str:
+    """Column or key names for a message: as written, or quoted when they hold a control character."""
+    text = ", ".join(name if not has_control_character(name) else repr(name) for name in names) or "nothing"
+    return text if len(text) <= 200 else text[:200] + "..."
 
 
 def _default_id(relative: str) -> str:
@@ -98,15 +166,48 @@ def _default_id(relative: str) -> str:
     return posixpath.normpath(str(PurePosixPath(relative.replace("\\", "/")).with_suffix("")))
 
 
-def read_manifest(path: Path, root: Path | None = None) -> list[Entry]:
+def _entry(row: dict, where: str, root: Path, inside: InsideRoot) -> Entry:
+    """One manifest row as an entry, its types and its image file checked."""
+    relative = row.get("path")
+    if not isinstance(relative, str) or not relative.strip():
+        raise DataError(f"{where}: path is {shown(relative)}; expected an image path relative to {root}")
+    relative = relative.strip()
+    if has_control_character(relative):
+        raise DataError(f"{where}: path {shown(relative)} holds a control character; expected a file path")
+    label = row.get("label")
+    # JSON class indices are accepted and kept as their decimal text: labels are names.
+    if isinstance(label, int) and not isinstance(label, bool):
+        label = str(label)
+    if not isinstance(label, str) or not label.strip():
+        raise DataError(f"{where}: label is {shown(label)}; expected a non-empty class name")
+    identifier = row.get("id")
+    if isinstance(identifier, int) and not isinstance(identifier, bool):
+        identifier = str(identifier)
+    if identifier is not None and not isinstance(identifier, str):
+        raise DataError(f"{where}: id is {shown(identifier)}; expected a string or an integer (or no id)")
+    if identifier is None or not identifier.strip():
+        identifier = _default_id(relative)
+    boxes = _parse_boxes(row.get("boxes"), where)
+    image = root / relative
+    inside(image, where, relative)
+    problem = not_a_file(image)
+    if problem:
+        raise DataError(f"{where}: image {image} is {problem}; expected an image file (paths are relative to {root})")
+    return Entry(identifier.strip(), image, label.strip(), boxes, where)
+
+
+def read_manifest(path: Path, root: Path | None = None, allow_outside_root: bool = False) -> list[Entry]:
     """List the images of a CSV (header row) or JSONL manifest, sorted by id.
 
     Columns / keys: ``path`` (relative to ``root``, default the manifest's folder), ``label``,
     optional ``boxes`` (float64 (m, 4) 0-based half-open pixel xyxy; CSV: a JSON list in the cell,
     an empty cell meaning no boxes) and optional ``id`` (default: the path without its suffix).
-    Raises :class:`DataError` naming the file and line for a suffix other than .csv / .jsonl, a
-    missing column, an empty label, an image path that is not a file, unparsable boxes, invalid
-    JSON, and the checks of :func:`check_entries`.
+    The file is UTF-8, with or without a byte-order mark. A path that resolves outside ``root``
+    (absolute, ``../``, a symlink leading out) is refused unless ``allow_outside_root``.
+    Raises :class:`DataError` naming the file and line for a suffix other than .csv / .jsonl, an
+    unreadable or non-UTF-8 file, a missing column, a row of the wrong number of cells, an empty
+    label, a path outside the root or that is not a file, unparsable or non-finite boxes, invalid
+    JSON, a value of the wrong type, and the checks of :func:`check_entries`.
 
     Example:
         >>> entries = read_manifest(Path("pets/manifest.csv"))  # doctest: +SKIP
@@ -119,29 +220,11 @@ def read_manifest(path: Path, root: Path | None = None) -> list[Entry]:
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".jsonl"):
         raise DataError(f"{what}: unknown manifest suffix {path.suffix!r}; expected .csv or .jsonl")
-    if not path.is_file():
-        raise DataError(f"{what}: the manifest file does not exist; expected a {suffix} file")
-    rows = _csv_rows(path) if suffix == ".csv" else _jsonl_rows(path)
-
-    entries = []
-    for line_number, row in rows:
-        where = f"{path}:{line_number}"
-        relative = row.get("path")
-        if not isinstance(relative, str) or not relative.strip():
-            raise DataError(f"{where}: path is {relative!r}; expected an image path relative to {root}")
-        label = row.get("label")
-        # JSON class indices are accepted and kept as their decimal text: labels are names.
-        if isinstance(label, int) and not isinstance(label, bool):
-            label = str(label)
-        if not isinstance(label, str) or not label.strip():
-            raise DataError(f"{where}: label is {label!r}; expected a non-empty class name")
-        image = root / relative.strip()
-        if not image.is_file():
-            found = "a folder" if image.is_dir() else "missing"
-            raise DataError(f"{where}: image {image} is {found}; expected an image file (paths are relative to {root})")
-        identifier = row.get("id")
-        if identifier is None or (isinstance(identifier, str) and not identifier.strip()):
-            identifier = _default_id(relative.strip())
-        entries.append(Entry(str(identifier).strip(), image, label.strip(),
-                             _parse_boxes(row.get("boxes"), where), where))
+    problem = not_a_file(path)
+    if problem:
+        raise DataError(f"{what}: the manifest file is {problem}; expected a {suffix} file")
+    text = _text(path)
+    rows = _csv_rows(path, text) if suffix == ".csv" else _jsonl_rows(path, text)
+    inside = InsideRoot(root, allow_outside_root)
+    entries = [_entry(row, f"{path}:{line_number}", root, inside) for line_number, row in rows]
     return check_entries(entries, what)

@@ -76,18 +76,20 @@ def update_center(center: torch.Tensor, teacher: list[torch.Tensor], momentum: f
 def teacher_temperatures(
     start: float, end: float, warmup_epochs: int, epochs: int, steps_per_epoch: int
 ) -> np.ndarray:
-    """Teacher temperature for every iteration: linear from ``start`` to ``end`` over the warm-up, then ``end``.
+    """float64 (epochs * steps_per_epoch,) teacher temperature for every iteration: linear from ``start`` to
+    ``end`` over ``warmup_epochs`` epochs, then ``end``.
 
     The paper's recipe is 0.04 -> 0.07 over 50 epochs: a cold teacher keeps its targets sharp
-    while the student is still near uniform. A warm-up longer than the run is cut to the run, so
-    the ramp still reaches ``end`` at the last step.
+    while the student is still near uniform. As in DINO's ``main_dino.py``, the ramp does not depend
+    on the run's length: a run shorter than the warm-up stops partway up the ramp and never reaches
+    ``end`` (squeezing the ramp into the run would train with another recipe than the one named).
 
-    Example:
+    Examples:
         >>> teacher_temperatures(0.04, 0.07, warmup_epochs=2, epochs=3, steps_per_epoch=2).round(3).tolist()
         [0.04, 0.05, 0.06, 0.07, 0.07, 0.07]
+        >>> teacher_temperatures(0.04, 0.07, warmup_epochs=2, epochs=1, steps_per_epoch=2).round(3).tolist()
+        [0.04, 0.05]
     """
     total = epochs * steps_per_epoch
-    warmup = min(warmup_epochs * steps_per_epoch, total)
-    temps = np.full(total, end, dtype=np.float64)
-    temps[:warmup] = np.linspace(start, end, warmup)
-    return temps
+    ramp = np.linspace(start, end, warmup_epochs * steps_per_epoch)
+    return np.concatenate([ramp, np.full(max(total - len(ramp), 0), end, dtype=np.float64)])[:total]

@@ -24,6 +24,9 @@ def n_most_confident(n: int, fraction: float) -> int:
 def accuracy_curve(correct: np.ndarray, confidence: np.ndarray, fractions: np.ndarray = FRACTIONS) -> np.ndarray:
     """Accuracy among the p most confident, for each p in ``fractions``, ties at the cut fractional.
 
+    ``correct`` (N,) is bool or in [0, 1] (a tied vote's expected correctness), ``confidence`` (N,);
+    returns float (len(fractions),), NaN for no examples.
+
     Example:
         >>> accuracy_curve(np.array([1, 0, 1, 0]), np.array([0.0, -1.0, -0.5, -2.0]), np.array([0.5, 1.0])).tolist()
         [1.0, 0.5]

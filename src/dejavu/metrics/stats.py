@@ -30,14 +30,23 @@ class McNemar:
 def mcnemar_exact(target_correct: np.ndarray, reference_correct: np.ndarray) -> McNemar:
     """Exact McNemar test: under H0 (no gap) each discordant pair is a fair coin.
 
-    Example:
+    ``target_correct`` and ``reference_correct`` are (N,) paired correctness, bool or in [0, 1] (the
+    expected correctness of a tied vote, :func:`dejavu.attack.vote.expected_correct`). The exact test
+    needs whole counts: ``b`` is the expected number of memorized pairs, sum of t(1 - r), and ``c`` of
+    misrepresented ones, sum of (1 - t)r (independent tie-breaks), each rounded to the nearest integer
+    (halves to even). With 0/1 correctness these are the plain discordant counts.
+
+    Examples:
         >>> mcnemar_exact(np.array([1, 1, 1, 0], bool), np.array([0, 0, 0, 0], bool)).p_value
         0.25
+        >>> test = mcnemar_exact(np.array([1, 1, 0.5, 0.5]), np.array([0, 0.5, 0, 1])); (test.b, test.c)
+        (2, 0)
     """
-    t = np.asarray(target_correct, dtype=bool)
-    r = np.asarray(reference_correct, dtype=bool)
-    b = int(np.sum(t & ~r))
-    c = int(np.sum(~t & r))
+    t = np.asarray(target_correct, dtype=np.float64)
+    r = np.asarray(reference_correct, dtype=np.float64)
+    # Sums of fractions such as 1/3 miss whole numbers by rounding error; round() absorbs it.
+    b = int(round(float(np.sum(t * (1 - r)))))
+    c = int(round(float(np.sum((1 - t) * r))))
     p = 1.0 if b + c == 0 else float(binomtest(b, b + c, 0.5, alternative="two-sided").pvalue)
     return McNemar(b, c, p)
 
@@ -51,8 +60,10 @@ def bootstrap_gap_ci(
 ) -> tuple[float, float]:
     """Percentile interval of the pooled gap: the mean over directions of (target - reference accuracy).
 
-    Examples are resampled with replacement within each direction (the directions are independent
-    samples of different models), ``n_resamples`` times, in chunks so memory stays bounded.
+    Each direction is a pair of (N,) target and reference correctness, bool or in [0, 1] (fractional
+    where votes tie: a resampled crop carries its expected correctness). Examples are resampled with
+    replacement within each direction (the directions are independent samples of different models),
+    ``n_resamples`` times, in chunks so memory stays bounded.
 
     Example:
         >>> t = np.array([1, 1, 0, 1] * 25, bool); r = np.array([0, 1, 0, 1] * 25, bool)

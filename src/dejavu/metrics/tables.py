@@ -6,7 +6,7 @@ import dataclasses
 
 import numpy as np
 
-from dejavu.attack.vote import confidence, top_predictions, vote
+from dejavu.attack.vote import confidence, expected_correct, top_predictions, voted_top, vote
 from dejavu.data.records import ImageTable, index_of_ids
 from dejavu.metrics.partition import PARTS, partition_labels, partition_shares
 from dejavu.metrics.population import FRACTIONS, accuracy_at, accuracy_curve
@@ -23,11 +23,19 @@ DIRECTIONS = (("A", "A", "A", "B"), ("B", "B", "B", "A"))
 
 
 def _predict(neighbour_labels: np.ndarray, n_classes: int, labels: np.ndarray) -> dict[str, np.ndarray]:
+    """Votes of int (Q, k) neighbour labels against int (Q,) true labels: displayed predictions, expected
+    top-1 / top-5 correctness (ties fractional), confidence and the true label's votes."""
     counts = vote(neighbour_labels, n_classes)
     # How many of the k neighbours carry the true label, and as a share of k.
     true_votes = counts[np.arange(len(labels)), labels]
+    top5 = voted_top(counts, 5)
     return {
-        "top5": top_predictions(counts, 5),
+        # The arg-max always has a vote (k >= 1); among equal votes the smaller label is shown (display only).
+        "top1": top_predictions(counts, 1)[:, 0],
+        "top5": np.array([" ".join(map(str, row)) for row in top5]),
+        # Rounded as written to samples.csv, so that the file recomputes metrics.json exactly.
+        "correct": expected_correct(counts, labels, 1).round(6),
+        "top5_correct": expected_correct(counts, labels, 5).round(6),
         "confidence": confidence(counts),
         "true_votes": true_votes,
         "true_share": true_votes / max(neighbour_labels.shape[1], 1),
@@ -52,33 +60,36 @@ def direction_table(
     target: dict[str, np.ndarray], reference: dict[str, np.ndarray], target_model: str,
     reference_model: str, n_classes: int,
 ) -> dict[str, np.ndarray]:
-    """One row per attacked id: both models' votes joined on the id, never on position."""
+    """One row per attacked id: both models' votes joined on the id, never on position.
+
+    ``*_correct`` and ``*_top5_correct`` are expected correctness in [0, 1] under a random tie-break
+    (:func:`dejavu.attack.vote.expected_correct`); ``*_top1`` / ``*_top5`` show the voted labels by
+    decreasing vote, equal votes by label; ``partition`` is the most probable part
+    (:func:`dejavu.metrics.partition.partition_labels`)."""
     t_rows = index_of_ids(target["ids"], ids, f"neighbours of model {target_model}")
     r_rows = index_of_ids(reference["ids"], ids, f"neighbours of model {reference_model}")
     labels = table.labels[index_of_ids(table.ids, ids, "dataset")]
     crop_rows = index_of_ids(crops["id"], ids, "crops.csv")
     t = _predict(target["neighbour_labels"][t_rows], n_classes, labels)
     r = _predict(reference["neighbour_labels"][r_rows], n_classes, labels)
-    t_correct = t["top5"][:, 0] == labels
-    r_correct = r["top5"][:, 0] == labels
     return {
         "id": ids,
         "direction": np.full(len(ids), direction),
         "label": labels,
         **{f"crop_{k}": crops[f"square_{k}"][crop_rows] for k in ("x0", "y0", "x1", "y1")},
         "target_model": np.full(len(ids), target_model),
-        "target_top1": t["top5"][:, 0],
-        "target_top5": np.array([" ".join(map(str, row)) for row in t["top5"]]),
+        "target_top1": t["top1"],
+        "target_top5": t["top5"],
         "target_confidence": t["confidence"].round(6),
         "reference_model": np.full(len(ids), reference_model),
-        "reference_top1": r["top5"][:, 0],
-        "reference_top5": np.array([" ".join(map(str, row)) for row in r["top5"]]),
+        "reference_top1": r["top1"],
+        "reference_top5": r["top5"],
         "reference_confidence": r["confidence"].round(6),
-        "target_correct": t_correct.astype(int),
-        "reference_correct": r_correct.astype(int),
-        "target_top5_correct": (t["top5"] == labels[:, None]).any(axis=1).astype(int),
-        "reference_top5_correct": (r["top5"] == labels[:, None]).any(axis=1).astype(int),
-        "partition": partition_labels(t_correct, r_correct),
+        "target_correct": t["correct"],
+        "reference_correct": r["correct"],
+        "target_top5_correct": t["top5_correct"],
+        "reference_top5_correct": r["top5_correct"],
+        "partition": partition_labels(t["correct"], r["correct"]),
         "target_true_votes": t["true_votes"],
         "reference_true_votes": r["true_votes"],
         "dejavu_score": dejavu_margin(t["true_share"], r["true_share"]),
@@ -115,8 +126,9 @@ def attack_tables(
 
 def direction_summary(rows: dict[str, np.ndarray], gap_ci95: list[float] | None = None) -> DirectionSummary:
     """Accuracies (all, 20 %, 5 % most confident; top-1 and top-5), partition, McNemar, curve; ``gap_ci95``
-    the direction's bootstrap interval (NaN when not given)."""
-    t_ok, r_ok = rows["target_correct"].astype(bool), rows["reference_correct"].astype(bool)
+    the direction's bootstrap interval (NaN when not given). Correctness is fractional where votes tie, so
+    accuracies and shares are expectations under a random tie-break."""
+    t_ok, r_ok = _correctness(rows)
     t_conf, r_conf = rows["target_confidence"], rows["reference_confidence"]
     nan = float("nan")
     acc = {
@@ -148,14 +160,14 @@ def pooled_summary(rows: dict[str, np.ndarray], metrics_config, seed: int) -> Po
     directions; McNemar on all paired examples; bootstrap interval of the pooled gap; per-direction detail."""
     names = list(dict.fromkeys(rows["direction"].tolist()))
     subsets = {name: _select(rows, rows["direction"] == name) for name in names}
-    pairs = {name: (subset["target_correct"], subset["reference_correct"]) for name, subset in subsets.items()}
+    pairs = {name: _correctness(subset) for name, subset in subsets.items()}
     level, resamples = metrics_config.ci_level, metrics_config.bootstrap
     per_direction = {
         name: direction_summary(subset, list(bootstrap_gap_ci([pairs[name]], resamples, level, seed)))
         for name, subset in subsets.items()
     }
     details = list(per_direction.values())
-    test = mcnemar_exact(rows["target_correct"].astype(bool), rows["reference_correct"].astype(bool))
+    test = mcnemar_exact(*_correctness(rows))
     return PooledSummary(
         n_attacked=int(sum(d.n_attacked for d in details)),
         **{key: float(np.mean([getattr(d, key) for d in details])) for key in POOLED_MEANS},
@@ -181,7 +193,7 @@ def per_class(rows: dict[str, np.ndarray], class_names: np.ndarray) -> list[Clas
         if not len(subset["label"]):
             continue
         directions = [_select(subset, subset["direction"] == d) for d in dict.fromkeys(subset["direction"].tolist())]
-        shares = [partition_shares(d["target_correct"].astype(bool), d["reference_correct"].astype(bool)) for d in directions]
+        shares = [partition_shares(*_correctness(d)) for d in directions]
         out.append(ClassRow(
             label=label, class_=str(name), n_attacked=int(len(subset["label"])),
             **{key.replace("_correct", "_acc"): float(np.mean([d[key].mean() for d in directions]))
@@ -229,12 +241,12 @@ def _group_summary(rows: dict[str, np.ndarray]) -> CanaryGroup:
     """Plain means over the rows of one group (no pooling over directions)."""
     n = len(rows["id"])
     nan = float("nan")
-    t_ok, r_ok = rows["target_correct"].astype(bool), rows["reference_correct"].astype(bool)
+    t_ok, r_ok = _correctness(rows)
     out = {
         "n": int(n),
         "target_acc": float(t_ok.mean()) if n else nan,
         "reference_acc": float(r_ok.mean()) if n else nan,
-        "memorized": float(np.mean(rows["partition"] == "memorized")) if n else nan,
+        "memorized": partition_shares(t_ok, r_ok)["memorized"] if n else nan,
         "mean_dejavu_score": float(rows["dejavu_score"].mean()) if n else nan,
     }
     return CanaryGroup(**out, gap=out["target_acc"] - out["reference_acc"])
@@ -298,6 +310,12 @@ def summarise(tables: dict[str, dict[str, np.ndarray]], metrics_config, seed: in
         split_sizes=split_sizes, crops_skipped=crops_skipped,
     )
     return to_json(metrics)
+
+
+def _correctness(rows: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """float (N,) target and reference top-1 correctness of a table's rows, in [0, 1]."""
+    return (np.asarray(rows["target_correct"], dtype=np.float64),
+            np.asarray(rows["reference_correct"], dtype=np.float64))
 
 
 def _select(rows: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarray]:

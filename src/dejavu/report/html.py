@@ -12,7 +12,6 @@ from typing import Any, Mapping, Sequence
 
 from dejavu import artifacts
 from dejavu.data.records import ImageTable
-from dejavu.errors import RunFolderError
 from dejavu.metrics.schema import read_metrics, to_json
 from dejavu.report.conventional import conventional_data
 from dejavu.report.figures import FIGURES, save_png
@@ -69,7 +68,7 @@ def page_data(run: Run, metrics: Mapping[str, Any], figures: Mapping[str, bytes]
         "per_class": per_class_data(metrics),
         "training": training_data(run),
         "conventional": conventional_data(run),
-        "split": split_data(run, metrics),
+        "split": split_data(run, metrics, table),
         "crops": crops_data(run, table),
         "gallery": gallery_data(run, table, samples),
         "footer": footer_data(run, stage_order),
@@ -89,11 +88,8 @@ def write_report(run: Run, stage_order: Sequence[str] = ()) -> Path:
     (stages with a marker in ``stages/`` but not listed come after, sorted)."""
     # Through the schema: an older run folder's file is upgraded to today's shape, a broken one named.
     metrics = to_json(read_metrics(run.root / "metrics.json"))
-    samples_path = run.root / "samples.csv"
-    if not samples_path.is_file():
-        raise RunFolderError(f"artifact '{samples_path}' is missing: run the metrics stage first")
-    samples = read_samples(samples_path)
     table = artifacts.load_table(run)
+    samples = read_samples(run.root / "samples.csv", table.ids)
     figures = write_figures(run, metrics)
     page = render(run, metrics, figures, table, samples, stage_order)
     path = run.root / "report.html"

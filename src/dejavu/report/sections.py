@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from dejavu import artifacts
+from dejavu.data.records import ImageTable
 from dejavu.metrics.schema import SUMMARY_ROWS
 from dejavu.report.figures import save_png, training_curves
 from dejavu.report.format import (
@@ -26,7 +27,7 @@ def sanity_data(run: Run, metrics: Mapping[str, Any]) -> dict[str, Any]:
     """Whether the sanity checks passed (None: a run folder from before they existed) and every check."""
     outcome = metrics.get("sanity")
     path = run.root / "sanity.json"
-    checks = read_json(path)["checks"] if outcome is not None and path.is_file() else []
+    checks = artifacts.load_sanity(run)["checks"] if outcome is not None and path.is_file() else []
     return {
         "passed": None if outcome is None else bool(outcome["passed"]),
         "failures": list(outcome["failures"]) if outcome else [],
@@ -133,8 +134,9 @@ ROLES_OF_SETS = {"A": "target's training set, attacked", "B": "reference's train
                  "T": "held out (control)"}
 
 
-def split_data(run: Run, metrics: Mapping[str, Any]) -> dict[str, Any]:
-    split = read_json(run.data_dir / "split.json")
+def split_data(run: Run, metrics: Mapping[str, Any], table: ImageTable) -> dict[str, Any]:
+    # Checked against the catalog, with its sizes and checks recomputed: the page shows what holds now.
+    split = artifacts.read_split(run, table).payload
     sizes = metrics.get("split_sizes") or split.get("sizes", {})
     skipped = metrics.get("crops_skipped", {})
     checks = split.get("checks", {})
@@ -149,7 +151,7 @@ def split_data(run: Run, metrics: Mapping[str, Any]) -> dict[str, Any]:
                        "ok" if checks.get("all_ids_in_dataset") else "FAIL"])
     return {"how": how, "per_class": json.dumps(split.get("per_class", {})), "rows": rows,
             "checks_ok": bool(checks.get("ok")), "check_rows": check_rows,
-            "leakage": leakage_data(split.get("leakage")), "reasons": _skip_reasons(run)}
+            "leakage": leakage_data(split.get("leakage")), "reasons": _skip_reasons(run, table)}
 
 
 def _count_range(counts: Sequence[int] | None) -> str:
@@ -181,8 +183,8 @@ def leakage_html(leakage: Mapping[str, Any] | None) -> str:
     return render("section_leakage.html", leakage=leakage_data(leakage))
 
 
-def _skip_reasons(run: Run) -> list[list[Any]]:
-    crops = artifacts.load_crops(run)
+def _skip_reasons(run: Run, table: ImageTable) -> list[list[Any]]:
+    crops = artifacts.load_crops(run, table)
     skipped = crops["kept"] == 0
     counts: dict[tuple[str, str], int] = {}
     for name, reason in zip(crops["set"][skipped].tolist(), crops["reason"][skipped].tolist()):
@@ -199,7 +201,7 @@ def epoch_note(run: Run) -> str:
 def training_data(run: Run) -> dict[str, Any]:
     """The recipe both models share, and each model's loss curve and throughput (from ``history.json``)."""
     t = run.config.train
-    histories = {model: read_json(run.model_dir(model) / "history.json")
+    histories = {model: artifacts.load_history(run, model)
                  for model in ("A", "B") if (run.model_dir(model) / "history.json").is_file()}
     recipe = (f"{t.method} · {t.backbone} · projector {t.projector} · {t.epochs} epochs · batch {t.batch_size} · "
               f"{t.optimizer} lr {t.lr:g}{' × batch/256' if t.lr_scaling == 'linear' else ''} · {t.precision}")

@@ -7,15 +7,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dejavu.artifacts import CROP_SETS, MODELS, kept_crops, load_split, load_table
+from dejavu.artifacts import CROP_SETS, MODELS, kept_crops, load_embeddings, load_split, load_table
 from dejavu.attack.embed import embed_batches
 from dejavu.attack.neighbours import knn
 from dejavu.data.augment import eval_images
 from dejavu.data.records import index_of_ids
 from dejavu.data.sources import crop_batches, image_source
-from dejavu.errors import CheckpointError, DataError
+from dejavu.errors import CheckpointError, DataError, ModelError
 from dejavu.models.encoder import build_encoder
-from dejavu.runs import Run, load_npz, save_npz
+from dejavu.runs import Run, save_npz
 from dejavu.stages.declaration import Stage, fingerprint
 from dejavu.stages.train import TRAIN
 from dejavu import distributed
@@ -26,6 +26,7 @@ from dejavu.train.loop import recipe_fingerprint
 # the weights, the input size and cache side decide what it sees.
 ENCODER_KEYS = ("train", "attack.epoch", "data.input_size", "data.image_size")
 SPEED_KEYS = {"attack.batch_size": "how many images are embedded at once, not what they embed to"}
+ROLES = {"A": "target", "B": "reference"}
 
 
 def weights_path(run: Run, model: str) -> Path:
@@ -60,12 +61,44 @@ def batch_chunks(count: int, batch: int) -> list[np.ndarray]:
     return [np.arange(start, min(start + batch, count)) for start in range(0, count, batch)]
 
 
+def stored_embeddings(embeddings: np.ndarray, model: str, what: str, dtype: str) -> np.ndarray:
+    """float32 (N, D) ``embeddings`` of ``what`` (e.g. "crops of set A") by ``model``, checked finite, as
+    ``dtype`` for disk.
+
+    A NaN or infinite row means broken weights or a diverged training: every neighbour search on it
+    would be meaningless (NaN distances rank arbitrarily), so the run stops here with a
+    :class:`ModelError` rather than reaching a verdict. So does a float16 cast that overflows.
+
+    Example:
+        >>> stored_embeddings(np.ones((2, 3), np.float32), "A", "images of set X", "float16").dtype
+        dtype('float16')
+    """
+    who = f"model {model} ({ROLES.get(model, model)})"
+    bad = ~np.isfinite(embeddings).all(axis=1)
+    if bad.any():
+        raise ModelError(
+            f"{who} embeds {int(bad.sum())} of {len(bad)} {what} to NaN or infinite values: its weights "
+            f"are broken or its training diverged; retrain with a lower train.lr or a train.grad_clip, in a new --out"
+        )
+    with np.errstate(over="ignore"):  # an overflow is reported below, as an error rather than a warning
+        stored = embeddings.astype(dtype)
+    overflow = ~np.isfinite(stored).all(axis=1)
+    if overflow.any():
+        raise ModelError(
+            f"{who}: {int(overflow.sum())} of {len(overflow)} embeddings of the {what} exceed the {dtype} range (largest "
+            f"|value| {float(np.abs(embeddings).max()):.3g}, at most {float(np.finfo(dtype).max):g}); store them "
+            f"with attack.embedding_dtype=float32"
+        )
+    return stored
+
+
 def stage_embed(run: Run) -> Path:
-    """Embed X's full images and the kept crops of A, B, T with both models (fp16 on disk).
+    """Embed X's full images and the kept crops of A, B, T with both models, stored as
+    ``attack.embedding_dtype`` (float32 by default: float16 rounding reorders near-tied neighbours).
 
     Each batch is read (or decoded) once and embedded by both models."""
     table = load_table(run)
-    sets = load_split(run)
+    sets = load_split(run, table)
     c = run.config
     encoders = {model: load_encoder(run, model) for model in MODELS}
     public_rows = index_of_ids(table.ids, sets["X"], "split set X")
@@ -74,17 +107,19 @@ def stage_embed(run: Run) -> Path:
     device = distributed.device()
     public = embed_batches(encoders, (eval_images(images, c.data.input_size) for images in source.batches(chunks)),
                            c.attack.layer, device)
+    dtype = c.attack.embedding_dtype
+    stored = {model: stored_embeddings(public[model], model, "images of set X", dtype) for model in MODELS}
     for model in MODELS:
         save_npz(run.embeddings_dir / f"model_{model}" / "public_X.npz", ids=table.ids[public_rows],
-                 labels=table.labels[public_rows], embeddings=public[model].astype(np.float16))
+                 labels=table.labels[public_rows], embeddings=stored[model])
     for name in CROP_SETS:
-        ids, squares = kept_crops(run, name)
+        ids, squares = kept_crops(run, name, table)
         rows = index_of_ids(table.ids, ids, f"crops of {name}")
         batches = crop_batches(table, rows, squares, c.data.input_size, c.attack.batch_size, c.data.workers)
         crops = embed_batches(encoders, batches, c.attack.layer, device)
+        stored = {model: stored_embeddings(crops[model], model, f"crops of set {name}", dtype) for model in MODELS}
         for model in MODELS:
-            save_npz(run.embeddings_dir / f"model_{model}" / f"crops_{name}.npz", ids=ids,
-                     embeddings=crops[model].astype(np.float16))
+            save_npz(run.embeddings_dir / f"model_{model}" / f"crops_{name}.npz", ids=ids, embeddings=stored[model])
     return run.embeddings_dir
 
 
@@ -92,7 +127,7 @@ def stage_neighbours(run: Run) -> Path:
     """Exact k nearest public neighbours of every crop, in each model's own embedding space."""
     c = run.config
     for model in MODELS:
-        public = load_npz(run.embeddings_dir / f"model_{model}" / "public_X.npz")
+        public = load_embeddings(run, model, "public_X")
         if c.attack.k > len(public["ids"]):
             # The split checks this too, but a sweep point may adopt a split made for a smaller k.
             raise DataError(
@@ -100,7 +135,7 @@ def stage_neighbours(run: Run) -> Path:
                 "images after the split); lower attack.k or raise split.x_per_class"
             )
         for name in CROP_SETS:
-            crops = load_npz(run.embeddings_dir / f"model_{model}" / f"crops_{name}.npz")
+            crops = load_embeddings(run, model, f"crops_{name}", width=public["embeddings"].shape[1])
             distances, rows = knn(crops["embeddings"].astype(np.float32), public["embeddings"].astype(np.float32),
                                   c.attack.k, c.attack.backend)
             save_npz(run.neighbours_dir / f"model_{model}" / f"crops_{name}.npz",
@@ -110,7 +145,7 @@ def stage_neighbours(run: Run) -> Path:
 
 
 EMBED = Stage(
-    "embed", stage_embed, reads=("data", "split", "crops", "train_A", "train_B"), keys=("attack.layer", *ENCODER_KEYS),
+    "embed", stage_embed, reads=("data", "split", "crops", "train_A", "train_B"), keys=("attack.layer", "attack.embedding_dtype", *ENCODER_KEYS),
     seeds=("train",), also_reads=SPEED_KEYS, outputs=("embeddings",),
 )
 NEIGHBOURS = Stage(

@@ -7,12 +7,13 @@ from pathlib import Path
 import numpy as np
 
 from dejavu.artifacts import CROP_COLUMNS, CROP_SETS, load_split, load_table, write_csv
-from dejavu.data.catalog import build_scenes, ingest, read_entries
+from dejavu.data.catalog import build_scenes, discard_progress, ingest, read_entries
 from dejavu.data.crops import corner_crop, periphery_crop
 from dejavu.data.leakage import duplicate_keep_mask, exact_duplicate_pairs, leakage_checks, near_duplicate_pairs
 from dejavu.data.records import ImageTable, index_of_ids
 from dejavu.data.splits import paper_partition, resolve_scheme, split_checks, split_ids
 from dejavu.errors import DataError
+from dejavu.metrics.sanity import class_checks
 from dejavu.runs import Run, write_json
 from dejavu.stages.declaration import Stage
 
@@ -23,10 +24,16 @@ def stage_data(run: Run) -> Path:
     if d.dataset == "scenes":
         build_scenes(d, run.seeds["data"], run.data_dir)
     else:
-        entries = read_entries(d)
-        print(f"[data] {len(entries)} images in {len({e.label for e in entries})} classes, "
-              f"{sum(len(e.boxes) > 0 for e in entries)} with boxes")
-        ingest(entries, d, run.data_dir)
+        try:
+            entries = read_entries(d)
+            print(f"[data] {len(entries)} images in {len({e.label for e in entries})} classes, "
+                  f"{sum(len(e.boxes) > 0 for e in entries)} with boxes")
+            ingest(entries, d, run.data_dir)
+        except Exception:
+            # The progress of an earlier, killed pass is stale once the dataset fails to read: a failed stage
+            # leaves nothing behind (a kill, which runs no handler, keeps it for the resume).
+            discard_progress(run.data_dir)
+            raise
     return run.data_dir / "catalog.npz"
 
 
@@ -93,6 +100,7 @@ def stage_split(run: Run) -> Path:
     checks = split_checks(sets, table.ids, table.labels)
     if not checks["ok"]:
         raise DataError(f"split failed its checks: {checks}")
+    _refuse_what_cannot_show_dejavu(table, sets)
     if run.config.attack.k > len(sets["X"]):
         raise DataError(
             f"config key 'attack.k' = {run.config.attack.k} is larger than the public set X ({len(sets['X'])} images "
@@ -114,6 +122,20 @@ def stage_split(run: Run) -> Path:
         "canary_repeats": s.canary_repeats,
     })
     return path
+
+
+def _refuse_what_cannot_show_dejavu(table: ImageTable, sets: dict[str, np.ndarray]) -> None:
+    """Stop before any training when a set the attack needs is empty or of one class: every vote would then
+    be right (or impossible) by construction, and the sanity gates would refuse the verdict hours later."""
+    labels = {name: table.labels[index_of_ids(table.ids, sets[name], f"split set {name}")] for name in ("A", "B", "X", "T")}
+    failed = [check for check in class_checks(labels) if not check.passed]
+    if failed:
+        classes = len(np.unique(table.labels))
+        raise DataError(
+            f"the split cannot show déjà vu: {failed[0].detail} (the dataset has {classes} class"
+            f"{'es' if classes != 1 else ''}); expected two or more classes in each of A, B, X and T: add images "
+            "of other classes, or lower split.t_per_class / split.x_per_class so that every set gets some"
+        )
 
 
 def choose_canaries(table: ImageTable, a_ids: np.ndarray, count: int, split_seed: int) -> np.ndarray:

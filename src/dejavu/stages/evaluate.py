@@ -45,7 +45,7 @@ def stage_evaluate(run: Run) -> Path:
     A model's training set is the one it trained on (its set plus the shared set). Each batch is read
     once and embedded at every layer in one forward pass."""
     table = load_table(run)
-    sets = load_split(run)
+    sets = load_split(run, table)
     c = run.config
     layers = evaluation_layers(c.attack.layer)
     images = FullImages(run, table, {model: LayerStack(load_encoder(run, model), layers) for model in MODELS})

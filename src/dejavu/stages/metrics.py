@@ -6,28 +6,33 @@ from pathlib import Path
 
 import numpy as np
 
-from dejavu.artifacts import CROP_SETS, MODELS, load_canaries, load_crops, load_table, write_csv
+from dejavu.artifacts import (
+    CROP_SETS, MODELS, load_crops, load_neighbours, load_sanity, load_table, read_split, write_csv,
+)
 from dejavu.metrics.sanity import no_verdict
 from dejavu.metrics.tables import attack_tables, summarise
-from dejavu.runs import Run, load_npz, read_json, write_json
+from dejavu.runs import Run, write_json
 from dejavu.stages.declaration import Stage
 
 
 def stage_metrics(run: Run) -> Path:
     """Per-example tables and pooled statistics: ``samples.csv``, ``control_samples.csv``, ``metrics.json``."""
     table = load_table(run, with_images=False)
+    split = read_split(run, table)
+    crops = load_crops(run, table)
+    kept = {name: crops["id"][(crops["set"] == name) & (crops["kept"] == 1)] for name in CROP_SETS}
+    # Each query set's neighbours must be those of exactly its kept crops, k of them, labels naming a class.
     neighbours = {
-        (model, name): load_npz(run.neighbours_dir / f"model_{model}" / f"crops_{name}.npz")
+        (model, name): load_neighbours(run, model, name, ids=kept[name], k=run.config.attack.k,
+                                       n_classes=len(table.class_names))
         for model in MODELS for name in CROP_SETS
     }
-    crops = load_crops(run)
     tables = attack_tables(table, crops, neighbours, n_classes=len(table.class_names),
                            control_seed=run.seeds["control_split"])
-    canaries, repeats = load_canaries(run)
     skipped = {name: int(np.sum((crops["set"] == name) & (crops["kept"] == 0))) for name in CROP_SETS}
-    metrics = summarise(tables, run.config.metrics, run.seeds["bootstrap"], table.class_names, canaries, repeats,
-                        split_sizes=read_json(run.data_dir / "split.json")["sizes"], crops_skipped=skipped)
-    sanity = read_json(run.root / "sanity.json")
+    metrics = summarise(tables, run.config.metrics, run.seeds["bootstrap"], table.class_names, split.canaries,
+                        split.canary_repeats, split_sizes=split.payload["sizes"], crops_skipped=skipped)
+    sanity = load_sanity(run)
     metrics["sanity"] = {"passed": bool(sanity["passed"]), "failures": list(sanity["failures"])}
     if not sanity["passed"]:
         # The numbers stay (they help diagnose), but a failed gate means they are not a verdict.
@@ -41,5 +46,7 @@ def stage_metrics(run: Run) -> Path:
 
 METRICS = Stage(
     "metrics", stage_metrics, reads=("data", "split", "crops", "neighbours", "sanity"), keys=("metrics",), seeds=("control_split", "bootstrap"),
+    also_reads={"attack.k": "checked against the neighbours' files (an edited file with fewer columns would vote "
+                            "on fewer neighbours); the neighbours stage's token already carries its value"},
     outputs=("metrics.json", "samples.csv", "control_samples.csv"),
 )

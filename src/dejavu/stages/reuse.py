@@ -20,34 +20,14 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from dejavu.runs import Run, atomic_path, read_json, write_json
-from dejavu.stages.declaration import Stage, fingerprint
-from dejavu.stages.registry import STAGES, owned_elsewhere
+from dejavu.stages.declaration import fingerprint
+from dejavu.stages.outputs import changed_files, output_files
+from dejavu.stages.registry import STAGES
+from dejavu.stages.runner import stage_done
 
 # What a run folder may take from another: each stage's declared outputs (relative to the run folder;
 # a folder stands for everything under it but other stages' outputs). The report is not adoptable.
 ADOPTABLE = tuple(stage for stage in STAGES if stage.adoptable)
-
-
-def _files(root: Path, stage: Stage) -> list[Path]:
-    """The files of ``stage`` under ``root``, relative to it."""
-    # Files another stage owns inside this stage's folder (data/split.json, data/crops.csv) are not its.
-    skip = owned_elsewhere(stage.name)
-    found = []
-    for name in stage.outputs:
-        path = root / name
-        if path.is_dir():
-            found += [p.relative_to(root) for p in sorted(path.rglob("*")) if p.is_file()]
-        elif path.is_file():
-            found.append(Path(name))
-    return [p for p in found if p not in skip and not _in_progress(p)]
-
-
-def _in_progress(path: Path) -> bool:
-    """Files of work in progress, never part of a finished stage: temp files of an atomic write
-    (".<name>.<random>.tmp"), a resume state, and the data stage's partial pixel cache (which it reopens
-    for writing in place: linked, a write would reach the donor's file)."""
-    return (path.name.startswith(".") and path.name.endswith(".tmp")) or path.name == "resume.pt" \
-        or ".partial." in path.name
 
 
 def _link(source: Path, target: Path) -> None:
@@ -68,13 +48,14 @@ def adopt_stages(run: Run, donors: Iterable[Run], log: Callable[[str], None] = p
     adopted: dict[str, Path] = {}
     for stage in ADOPTABLE:
         wanted_print = fingerprint(stage, run)
-        if run.is_done(stage.name, wanted_print):
+        if stage_done(run, stage):
             continue
-        donor = next((d for d in donors if d.is_done(stage.name, wanted_print)), None)
+        # The donor's files must be the ones it wrote: an edited artifact is not passed on.
+        donor = next((d for d in donors if d.is_done(stage.name, wanted_print) and not changed_files(d, stage)), None)
         if donor is None:
             continue
-        wanted = _files(donor.root, stage)
-        for stale in set(_files(run.root, stage)) - set(wanted):
+        wanted = output_files(donor.root, stage)
+        for stale in set(output_files(run.root, stage)) - set(wanted):
             (run.root / stale).unlink()
         for relative in wanted:
             _link(donor.root / relative, run.root / relative)

@@ -7,7 +7,9 @@ run resumes where it stopped.
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Callable
@@ -16,8 +18,10 @@ import faiss
 import torch
 
 from dejavu.config import Config
+from dejavu.errors import ConfigError, ResourceError, os_error_message
 from dejavu.runs import Run
-from dejavu.stages.declaration import fingerprint
+from dejavu.stages.declaration import Stage, fingerprint
+from dejavu.stages.outputs import changed_files, signature
 from dejavu.stages.registry import STAGE_BY_NAME
 from dejavu import distributed
 
@@ -27,10 +31,35 @@ def fingerprints(run: Run) -> dict[str, str]:
     return {name: fingerprint(stage, run) for name, stage in STAGE_BY_NAME.items()}
 
 
+def stage_done(run: Run, stage: Stage, log: Callable[[str], None] | None = None) -> bool:
+    """Whether ``stage`` is finished in ``run`` and current: its marker's fingerprint matches, its artifact
+    exists, and none of the files it wrote changed since (``log`` says which did)."""
+    if not run.is_done(stage.name, fingerprint(stage, run)):
+        return False
+    changed = changed_files(run, stage)
+    if changed and log is not None:
+        shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+        log(f"[{stage.name}] {shown} changed or vanished after the stage finished: computing it again")
+    return not changed
+
+
+def finished_stages_hold(run: Run) -> bool:
+    """Whether every stage finished in ``run``'s folder is still up to date under ``run.config`` (so the
+    folder may take that config without discarding anything it computed)."""
+    return all(name in STAGE_BY_NAME and stage_done(run, STAGE_BY_NAME[name]) for name in run.finished_stages())
+
+
 def set_threads(config: Config) -> None:
     # Processes of a distributed CPU run share the cores (on GPUs they hardly use them, and rank zero runs
     # the other stages alone, so it keeps them all).
     per_node = 1 if torch.cuda.is_available() else int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if config.threads > usable:
+        # More threads than cores only makes them wait for each other (and tens of thousands exhaust memory).
+        raise ConfigError(
+            f"config key 'threads' = {config.threads}: this process may use {usable} CPU{'s' if usable > 1 else ''}; "
+            f"use 0 (all of them) or a count from 1 to {usable}"
+        )
     threads = config.threads or max(1, (os.cpu_count() or 1) // per_node)
     torch.set_num_threads(threads)
     faiss.omp_set_num_threads(threads)
@@ -44,7 +73,7 @@ def run_stage(run: Run, name: str, force: bool = False, log: Callable[[str], Non
     """
     stage = STAGE_BY_NAME[name]
     print_ = fingerprint(stage, run)
-    if not force and distributed.broadcast_flag(run.is_done(name, print_)):
+    if not force and distributed.broadcast_flag(stage_done(run, stage, log if distributed.is_main() else None)):
         if distributed.is_main():
             log(f"[{name}] up to date, skipped")
         distributed.barrier()
@@ -52,17 +81,43 @@ def run_stage(run: Run, name: str, force: bool = False, log: Callable[[str], Non
 
     def work() -> Path:
         start = time.perf_counter()
-        path = stage.function(run)
+        path = _guarded(name, run.root, lambda: stage.function(run))
         elapsed = time.perf_counter() - start
         if distributed.is_main():
             artifact = Path(path).resolve().relative_to(run.root.resolve())
-            run.mark_done(name, print_, seconds=round(elapsed, 3), artifact=str(artifact))
+            run.mark_done(name, print_, seconds=round(elapsed, 3), artifact=str(artifact),
+                          files=signature(run.root, stage))
             log(f"[{name}] done in {elapsed:.1f} s -> {path}")
         return path
 
     path = work() if stage.every_process else distributed.on_rank_zero(work, f"stage {name}")
     distributed.barrier()
     return path
+
+
+def _guarded(name: str, root: Path, compute: Callable[[], Path]) -> Path:
+    """``compute()``, with the machine's limits (memory, disk, permissions) reported as one sentence that
+    names the stage; the stage's earlier output and every finished stage stay as they were."""
+    try:
+        return compute()
+    except (MemoryError, torch.cuda.OutOfMemoryError):
+        raise ResourceError(
+            f"stage '{name}' ran out of memory; lower what it holds at once (train.batch_size, attack.batch_size, "
+            "data.image_size, data.workers) or free memory, then run the same command again (finished stages are kept)"
+        ) from None
+    except OSError as exc:
+        if exc.errno is None and ("requested and" in str(exc) or _disk_full(root)):
+            # numpy's writers report a short write ("N requested and M written") without the errno; the
+            # half-written file is gone by now, so the disk may no longer look full.
+            exc = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(root))
+        raise ResourceError(f"stage '{name}': {os_error_message(exc)}") from None
+
+
+def _disk_full(root: Path) -> bool:
+    try:
+        return shutil.disk_usage(root).free < 2 ** 20
+    except OSError:
+        return False
 
 
 def run_all(run: Run, log: Callable[[str], None] = print) -> dict[str, float]:

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dejavu.artifacts import MODELS, load_split, load_table
+from dejavu.artifacts import MODELS, load_embeddings, load_history, load_split, load_table
 from dejavu.data.records import index_of_ids
 from dejavu.metrics.sanity import accuracy_check, class_checks, embedding_checks, loss_checks, summary
 from dejavu.metrics.schema import read_evaluation
-from dejavu.runs import Run, load_npz, read_json, write_json
+from dejavu.runs import Run, write_json
 from dejavu.stages.declaration import Stage
 
 
@@ -19,16 +19,16 @@ def stage_sanity(run: Run) -> Path:
     """Loss, embeddings and accuracy of each model, classes of each set, in ``sanity.json``."""
     c = run.config
     table = load_table(run, with_images=False)
-    sets = load_split(run)
+    sets = load_split(run, table)
     labels = {name: table.labels[index_of_ids(table.ids, sets[name], f"split set {name}")] for name in ("A", "B", "X", "T")}
     checks = class_checks(labels)
     evaluation = read_evaluation(run.root / "evaluation.json")
     layer = evaluation.attack_layer
     for model in MODELS:
-        history = read_json(run.model_dir(model) / "history.json")["loss"]
+        history = load_history(run, model)["loss"]
         # The audited weights are those after attack.epoch (0: the last): judge the training up to there.
         checks += loss_checks(history[: c.attack.epoch or None], model, c.train.method)
-        public = load_npz(run.embeddings_dir / f"model_{model}" / "public_X.npz")["embeddings"]
+        public = load_embeddings(run, model, "public_X", ids=sets["X"])["embeddings"]
         checks += embedding_checks(public, model, f"X's embeddings at {layer}")
         scores = evaluation.models[model][layer]
         best, how = max((scores.knn.test, "kNN"), (scores.linear_probe.test, "linear probe"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
-from dejavu.artifacts import load_canaries, load_split, load_table, training_rows
+from dejavu.artifacts import load_table, read_split, training_rows
 from dejavu.data.sources import image_source
 from dejavu.runs import Run
 from dejavu.stages.declaration import Stage, fingerprint
@@ -17,8 +17,8 @@ ROLES = {"A": "target", "B": "reference"}
 def stage_train(run: Run, model: str) -> Path:
     """Train the model of set ``model`` (A: target, B: reference) on its set plus the shared set."""
     table = load_table(run)
-    sets = load_split(run)
-    canaries, repeats = load_canaries(run)
+    split = read_split(run, table)
+    sets, canaries, repeats = split.sets, split.canaries, split.canary_repeats
     rows = training_rows(table, sets, model, canaries, repeats)
     c = run.config
     return train_encoder(

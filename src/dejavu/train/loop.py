@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,7 @@ from tqdm import tqdm
 from dejavu.config import TrainConfig, train_recipe
 from dejavu.data.augment import ssl_view, to_float
 from dejavu.data.sources import ArraySource, FileSource
-from dejavu.errors import CheckpointError, ConfigError
+from dejavu.errors import CheckpointError, ConfigError, ModelError
 from dejavu.runs import write_json
 from dejavu import distributed as dist
 from dejavu.train.allocator import keep_freed_memory
@@ -177,13 +178,32 @@ def _restore(state: TrainState, resume_path: Path) -> None:
     if not resume_path.is_file():
         raise CheckpointError(f"rank {dist.rank()} cannot see rank 0's resume state '{resume_path}': is --out on a shared file system?")
     saved = load_resume(resume_path, state.meta)
-    state.method.load_state_dict(saved["method"])
-    state.optimizer.load_state_dict(saved["optimizer"])
-    state.scaler.load_state_dict(saved["scaler"])
-    state.generator.set_state(saved["generator"])
-    torch.set_rng_state(saved["torch_rng"])
-    state.history = saved["history"].tolist()
-    state.start_epoch = int(saved["epoch"])
+    epochs = len(state.rates) // max(state.steps_per_epoch, 1)
+    epoch, history = saved.get("epoch"), saved.get("history")
+    # A resume state is only ever written after a finished epoch before the last, with one loss per epoch.
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or not 0 < epoch < epochs:
+        raise _bad_resume(resume_path, f"its epoch is {epoch!r}, expected a whole number from 1 to {epochs - 1}")
+    if not isinstance(history, torch.Tensor) or history.ndim != 1 or len(history) != epoch:
+        raise _bad_resume(resume_path, f"its loss history does not hold one loss for each of its {epoch} epochs")
+    parts = (("method", state.method.load_state_dict), ("optimizer", state.optimizer.load_state_dict),
+             ("scaler", state.scaler.load_state_dict), ("generator", state.generator.set_state),
+             ("torch_rng", torch.set_rng_state))
+    for name, restore in parts:
+        if name not in saved:
+            raise _bad_resume(resume_path, f"it has no '{name}' state")
+        try:
+            restore(saved[name])
+        except (RuntimeError, ValueError, TypeError, KeyError, IndexError) as exc:
+            raise _bad_resume(resume_path, f"its '{name}' state does not fit this training ({exc})") from None
+    state.history = history.tolist()
+    state.start_epoch = epoch
+
+
+def _bad_resume(path: Path, why: str) -> CheckpointError:
+    return CheckpointError(
+        f"resume state '{path}' cannot continue this training: {why}; delete it to train this model from the "
+        "start (the run's other finished stages are kept)"
+    )
 
 
 def train_one_epoch(state: TrainState, epoch: int, config: TrainConfig, bar: tqdm) -> tuple[float, float]:
@@ -254,6 +274,18 @@ def save_final(state: TrainState, config: TrainConfig, out_dir: Path, elapsed: f
     return final_path
 
 
+def _diverged(out_dir: Path, description: str, epoch: int, loss: float, config: TrainConfig) -> None:
+    """Stop a training whose loss is no longer a number: nothing it would produce can be audited."""
+    resume = out_dir / "resume.pt"
+    if dist.is_main() and resume.exists():
+        resume.unlink()  # the state of a training on its way to divergence is not worth continuing
+    raise ModelError(
+        f"{description}: the training diverged (mean loss {loss} in epoch {epoch}), so no verdict can be drawn "
+        f"from it; lower train.lr (now {config.lr:g}) or set train.grad_clip (now {config.grad_clip:g}), e.g. "
+        f"`dejavu run --out RUN train.lr={config.lr / 10:g}` (the finished data stages are kept)"
+    )
+
+
 def train_encoder(
     images: np.ndarray | ArraySource | FileSource,
     config: TrainConfig,
@@ -287,6 +319,8 @@ def train_encoder(
     state.clock = time.perf_counter()
     for epoch in bar:
         loss, _ = train_one_epoch(state, epoch, config, bar)
+        if not math.isfinite(loss):
+            _diverged(out_dir, description, epoch + 1, loss, config)
         state.history.append(loss)
         save_epoch(state, epoch + 1, config, out_dir)
     bar.close()

@@ -1,0 +1,22 @@
+"""Readers of a run folder's artifacts: the catalog, the split, the crops table, embeddings, neighbours.
+
+The stages that write these files and the report that shows them both read them through here, so
+neither imports the other (see the layers in ``pyproject.toml``'s import contract). Nothing read back is
+trusted (``split.json`` edited to B = A once ran to "gap +0.0" while its stored checks said the sets were
+disjoint): each reader re-checks what it returns and refuses with a one-line RunFolderError naming the file,
+what was found, what was expected and the command that rewrites it (which also invalidates its readers).
+One module per kind of file: :mod:`.files` (what they share), :mod:`.catalog`, :mod:`.split`, :mod:`.crops`,
+:mod:`.models` (embeddings, neighbours, histories, sanity).
+"""
+
+from dejavu.artifacts.catalog import check_catalog, load_table
+from dejavu.artifacts.crops import CROP_COLUMNS, kept_crops, load_crops
+from dejavu.artifacts.files import CROP_SETS, MODELS, count, examples, redo, refuse, write_csv
+from dejavu.artifacts.models import load_embeddings, load_history, load_neighbours, load_sanity
+from dejavu.artifacts.split import Split, load_canaries, load_split, own_rows, read_split, training_rows
+
+__all__ = [
+    "CROP_COLUMNS", "CROP_SETS", "MODELS", "Split", "check_catalog", "count", "examples", "kept_crops",
+    "load_canaries", "load_crops", "load_embeddings", "load_history", "load_neighbours", "load_sanity",
+    "load_split", "load_table", "own_rows", "read_split", "redo", "refuse", "training_rows", "write_csv",
+]
