@@ -246,7 +246,7 @@ def test_voc_skips_images_without_xml_with_one_warning(tmp_path):
     with pytest.warns(UserWarning, match="skipped 2 images") as caught:
         entries = read_voc(tmp_path)
     assert len(caught) == 1 and [entry.id for entry in entries] == ["a"]
-    with pytest.raises(DataError, match="dog label no image"), pytest.warns(UserWarning):
+    with pytest.raises(DataError, match="'dog' label no image"), pytest.warns(UserWarning):
         read_voc(tmp_path, classes=["dog"])
 
 

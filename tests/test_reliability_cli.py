@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 import typing
 from pathlib import Path
 
@@ -244,3 +245,25 @@ def test_a_read_only_out_is_one_sentence(tmp_path, capsys):
         line = result.stderr.strip().splitlines()[-1]
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert line.startswith("dejavu: error: cannot use '") and ("read-only" in line or "not a folder" in line)
+
+
+@pytest.mark.slow
+def test_running_out_of_memory_is_one_sentence_naming_the_stage(tmp_path):
+    """A real allocation failure: the process's address space is capped 2 GiB above what it holds after
+    importing torch, and training at 512 px needs more."""
+    script = textwrap.dedent("""
+        import resource, sys
+        from dejavu.cli import main
+        with open("/proc/self/statm") as handle:
+            held = int(handle.read().split()[0]) * resource.getpagesize()
+        resource.setrlimit(resource.RLIMIT_AS, (held + 2 * 2 ** 30, resource.RLIM_INFINITY))
+        sys.exit(main(sys.argv[1:]))
+    """)
+    sizes = ["data.images_per_class=40", "data.image_size=512", "data.input_size=512", "split.a_per_class=8",
+             "split.b_per_class=8", "split.x_per_class=16", "split.t_per_class=8", "attack.k=5",
+             "train.batch_size=64", "train.epochs=1"]
+    result = subprocess.run([sys.executable, "-c", script, "run", "--config", SMOKE, "--out", str(tmp_path / "r"),
+                             "threads=1", *sizes], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("dejavu: error: stage 'train_A' ran out of memory; lower what it holds at once")

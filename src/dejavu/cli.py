@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from dejavu.config import Config, choices, config_from_dict, load_config
@@ -97,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(["run", *argv])
     rank = os.environ.get("RANK", "0")
     who = "dejavu" if rank == "0" else f"dejavu (rank {rank})"
+    # Warnings as one line each (Python's own format adds the file, line number and source line).
+    warnings.showwarning = lambda message, *_, **__: print(f"{who}: warning: {one_line(str(message))}", file=sys.stderr)
     code = 1
     try:
         code = _dispatch(command, args)

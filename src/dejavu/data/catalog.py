@@ -21,7 +21,7 @@ from tqdm import tqdm
 from dejavu.config import DataConfig
 from dejavu.data.coco import read_coco
 from dejavu.data.decode import DecodedImages
-from dejavu.data.entries import Entry, check_entries, require_folder
+from dejavu.data.entries import Entry, check_entries, keep_classes, require_folder
 from dejavu.data.imagenet import read_imagenet, read_voc
 from dejavu.data.leakage import perceptual_hash
 from dejavu.data.manifest import read_manifest
@@ -69,18 +69,8 @@ def read_entries(data: DataConfig) -> list[Entry]:
             entries = read_manifest(annotations, root, allow_outside_root=outside)
     else:
         raise DataError(f"unknown dataset '{data.dataset}'")
-    entries = check_entries(entries, f"{data.dataset} dataset at '{root}'")
-    if classes is not None:
-        found = {e.label for e in entries}
-        missing = sorted(set(classes) - found)
-        if missing:
-            raise DataError(
-                f"{data.dataset} dataset at '{root}': data.classes {', '.join(map(repr, missing))} label no image; "
-                f"expected some of {', '.join(sorted(found)[:20])}{', ...' if len(found) > 20 else ''}"
-            )
-        wanted = set(classes)
-        entries = [e for e in entries if e.label in wanted]
-    return entries
+    what = f"{data.dataset} dataset at '{root}'"
+    return keep_classes(check_entries(entries, what), classes, what)
 
 
 def build_scenes(data: DataConfig, seed: int, out_dir: Path) -> ImageTable:

@@ -254,3 +254,18 @@ def check_entries(entries: list[Entry], what: str) -> list[Entry]:
         by_file[real] = entry
         _check_boxes(entry, what)
     return sorted(entries, key=lambda entry: entry.id)
+
+
+def keep_classes(entries: list[Entry], classes: list[str] | None, what: str) -> list[Entry]:
+    """The entries of ``classes`` (all when None); a class that labels no image is an error naming it."""
+    if classes is None:
+        return entries
+    found = {entry.label for entry in entries}
+    missing = sorted(set(classes) - found)
+    if missing:
+        raise DataError(
+            f"{what}: data.classes {', '.join(map(repr, missing))} label no image; "
+            f"expected some of {', '.join(sorted(found)[:20])}{', ...' if len(found) > 20 else ''}"
+        )
+    wanted = set(classes)
+    return [entry for entry in entries if entry.label in wanted]

@@ -24,8 +24,8 @@ import defusedxml.ElementTree as SafeElementTree
 import numpy as np
 
 from dejavu.data.entries import (
-    Entry, check_entries, check_label_policy, has_control_character, is_image_file, no_boxes, pick_object,
-    require_folder, shown,
+    Entry, check_entries, check_label_policy, has_control_character, is_image_file, keep_classes, no_boxes,
+    pick_object, require_folder, shown,
 )
 from dejavu.errors import DataError
 
@@ -223,14 +223,4 @@ def read_voc(root: Path, annotations: Path | None = None, label_policy: str = "l
         entries.append(Entry(image.stem, image, label, boxes, str(xml)))
     if unlabelled:
         warnings.warn(f"{what}: skipped {unlabelled} images without an XML in {annotations} (no label)", stacklevel=2)
-    if classes is not None:
-        found = {entry.label for entry in entries}
-        missing = sorted(set(classes) - found)
-        if missing:
-            raise DataError(
-                f"{what}: classes {', '.join(missing)} label no image (policy {label_policy!r}); "
-                f"expected some of {', '.join(sorted(found))}"
-            )
-        wanted = set(classes)
-        entries = [entry for entry in entries if entry.label in wanted]
-    return check_entries(entries, what)
+    return check_entries(keep_classes(entries, classes, f"{what} (label policy {label_policy!r})"), what)

@@ -100,7 +100,10 @@ def _guarded(name: str, root: Path, compute: Callable[[], Path]) -> Path:
     names the stage; the stage's earlier output and every finished stage stay as they were."""
     try:
         return compute()
-    except (MemoryError, torch.cuda.OutOfMemoryError):
+    except (MemoryError, RuntimeError) as exc:
+        # torch reports a failed allocation as a RuntimeError (CPU) or its OutOfMemoryError subclass (GPU).
+        if isinstance(exc, RuntimeError) and not _out_of_memory(exc):
+            raise
         raise ResourceError(
             f"stage '{name}' ran out of memory; lower what it holds at once (train.batch_size, attack.batch_size, "
             "data.image_size, data.workers) or free memory, then run the same command again (finished stages are kept)"
@@ -111,6 +114,11 @@ def _guarded(name: str, root: Path, compute: Callable[[], Path]) -> Path:
             # half-written file is gone by now, so the disk may no longer look full.
             exc = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(root))
         raise ResourceError(f"stage '{name}': {os_error_message(exc)}") from None
+
+
+def _out_of_memory(exc: RuntimeError) -> bool:
+    text = str(exc)
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "can't allocate memory" in text or "out of memory" in text
 
 
 def _disk_full(root: Path) -> bool:
