@@ -193,15 +193,17 @@ def _cli(*args):
 
 @pytest.mark.slow
 def test_a_full_disk_is_one_sentence_and_keeps_what_was_finished(tmp_path, capsys, monkeypatch):
-    """A real full disk where the machine allows a private tmpfs: 64 MB, all but 16 MB taken by a ballast
-    file, so the data stages fit and a later stage finds the disk full; with the ballast removed the same
-    command resumes, keeping the finished stages. Elsewhere every write goes to the kernel's /dev/full."""
+    """A real full disk where the machine allows a private tmpfs: 16 MB, all but 1.8 MB taken by a ballast
+    file, so the data stages of a tiny run fit and a later stage finds the disk full; with the ballast
+    removed the same command resumes, keeping the finished stages. Elsewhere every write goes to the
+    kernel's /dev/full."""
     mount = tmp_path / "small"
     mount.mkdir()
-    prefix = _small_filesystem("64m")
-    command = " ".join(_cli("run", "--config", SMOKE, "--out", str(mount / "run"), "threads=1"))
+    prefix = _small_filesystem("16m")
+    command = " ".join(_cli("run", "--config", SMOKE, "--out", str(mount / "run"), "threads=1",
+                            *(f"'{override}'" for override in TINY)))
     if prefix is not None:
-        script = (f"head -c {48 * 2 ** 20} /dev/zero > \"$0/ballast\"; {command}; echo \"first=$?\"; "
+        script = (f"head -c {int(14.2 * 2 ** 20)} /dev/zero > \"$0/ballast\"; {command}; echo \"first=$?\"; "
                   f"rm \"$0/ballast\"; {command}; echo \"second=$?\"")
         result = subprocess.run([*prefix[:-1], prefix[-1].replace('exec \"$@\"', script), str(mount)],
                                 capture_output=True, text=True, cwd=ROOT)
@@ -250,7 +252,7 @@ def test_a_read_only_out_is_one_sentence(tmp_path, capsys):
 @pytest.mark.slow
 def test_running_out_of_memory_is_one_sentence_naming_the_stage(tmp_path):
     """A real allocation failure: the process's address space is capped 2 GiB above what it holds after
-    importing torch, and training at 512 px needs more."""
+    importing torch, and training on 64-px images seen at 1024 px needs more."""
     script = textwrap.dedent("""
         import resource, sys
         from dejavu.cli import main
@@ -259,9 +261,9 @@ def test_running_out_of_memory_is_one_sentence_naming_the_stage(tmp_path):
         resource.setrlimit(resource.RLIMIT_AS, (held + 2 * 2 ** 30, resource.RLIM_INFINITY))
         sys.exit(main(sys.argv[1:]))
     """)
-    sizes = ["data.images_per_class=40", "data.image_size=512", "data.input_size=512", "split.a_per_class=8",
-             "split.b_per_class=8", "split.x_per_class=16", "split.t_per_class=8", "attack.k=5",
-             "train.batch_size=64", "train.epochs=1"]
+    sizes = ["data.n_classes=2", "data.images_per_class=20", "data.image_size=64", "data.input_size=1024",
+             "split.a_per_class=4", "split.b_per_class=4", "split.x_per_class=4", "split.t_per_class=4", "attack.k=3",
+             "crop.min_side_px=4", "train.batch_size=8", "train.epochs=1"]
     result = subprocess.run([sys.executable, "-c", script, "run", "--config", SMOKE, "--out", str(tmp_path / "r"),
                              "threads=1", *sizes], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]

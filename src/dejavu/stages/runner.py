@@ -113,6 +113,8 @@ def _guarded(name: str, root: Path, compute: Callable[[], Path]) -> Path:
             # numpy's writers report a short write ("N requested and M written") without the errno; the
             # half-written file is gone by now, so the disk may no longer look full.
             exc = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(root))
+        elif exc.filename is None and exc.errno is not None:  # a failed write names no file: name the folder
+            exc = OSError(exc.errno, exc.strerror, str(root))
         raise ResourceError(f"stage '{name}': {os_error_message(exc)}") from None
 
 
