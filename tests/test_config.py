@@ -95,6 +95,30 @@ def test_bad_config_is_reported_with_its_key(overrides, message):
     assert message in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "overrides, meant",
+    [
+        (["train.epoch=5"], "train.epochs"),          # a near name in the same section
+        (["trian.epochs=5"], "train.epochs"),         # a misspelled section, followed into its keys
+        (["trian.epoch=5"], "train.epochs"),
+        (["epochs=5"], "train.epochs"),               # a key of one section given at the top level
+        (["k=5"], "attack.k"),
+        (["train.vicreg.sim_weigth=3"], "train.vicreg.sim_weight"),
+        (["metrics.aplha=0.1"], "metrics.alpha"),
+    ],
+)
+def test_unknown_key_suggests_the_nearest_valid_one(overrides, meant):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, overrides)
+    assert f"did you mean '{meant}'?" in str(info.value)
+
+
+def test_unknown_key_far_from_any_gets_no_guess():
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["data.colour=red"])
+    assert "did you mean" not in str(info.value) and "valid keys: dataset" in str(info.value)
+
+
 def test_unknown_key_in_file_names_the_file(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("train:\n  epochs: 3\n  colour: red\n")
@@ -102,6 +126,9 @@ def test_unknown_key_in_file_names_the_file(tmp_path):
         load_config(path)
     assert "bad.yaml" in str(info.value) and "train.colour" in str(info.value)
     assert "valid keys:" in str(info.value)
+    path.write_text("trian:\n  epochs: 3\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: unknown config key 'trian' .*did you mean 'train.epochs'\?"):
+        load_config(path)
 
 
 def test_missing_and_malformed_files(tmp_path):
@@ -214,7 +241,7 @@ def test_the_config_layer_imports_no_model_code():
     assert not any(name.startswith(("'torch", "'dejavu.models", "'dejavu.train")) for name in names), names
 
 
-@pytest.mark.parametrize("module", ["dejavu.config", "dejavu.config.schema", "dejavu.config.specs"])
+@pytest.mark.parametrize("module", ["dejavu.config", "dejavu.config.schema", "dejavu.config.specs", "dejavu.config.shipped"])
 def test_module_doctests(module):
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0

@@ -21,6 +21,7 @@ from PIL import Image
 
 from dejavu.artifacts import load_table
 from dejavu.config import load_config
+from dejavu.metrics.partition import PARTS
 from dejavu.metrics.schema import SUMMARY_ROWS
 from dejavu.report.figures import FIGURES
 from dejavu.report.format import FORMATS
@@ -127,9 +128,8 @@ def test_gallery_shows_the_most_confident_memorized_with_their_neighbours(report
     assert [a["data-id"] for a in items] == expected_gallery(run, samples)
     assert len(items) == min(run.config.report.gallery, sum(r["partition"] == "memorized" for r in samples))
 
-    shown = min(run.config.report.neighbours, run.config.attack.k)
     # Neighbour figures as rendered, per gallery item and row, to check the attributes match the page.
-    rendered: list[dict[str, list[str]]] = []
+    rendered: list[dict[str, list[tuple[str, int]]]] = []
     role = ""
     for tag, attrs in tags:
         if has_class(attrs, "gallery-item"):
@@ -137,15 +137,21 @@ def test_gallery_shows_the_most_confident_memorized_with_their_neighbours(report
         elif has_class(attrs, "nb-row"):
             role = attrs["data-role"] or ""
         elif has_class(attrs, "nb"):
-            rendered[-1][role].append(attrs["data-id"] or "")
+            rendered[-1][role].append((attrs["data-id"] or "", int(attrs["data-rank"] or 0)))
+    labels = dict(zip(load_table(run).ids.tolist(), load_table(run).labels.tolist()))
     for item, drawn in zip(items, rendered):
         row = by_id[item["data-id"]]
         for role in ("target", "reference"):
             npz = load_npz(run.neighbours_dir / f"model_{row[f'{role}_model']}" / f"crops_{row['direction']}.npz")
-            position = npz["ids"].tolist().index(row["id"])
-            expected = npz["neighbour_ids"][position][:shown].tolist()
-            assert json.loads(item[f"data-{role}-neighbour-ids"]) == expected
-            assert drawn[role] == expected
+            neighbour_ids = npz["neighbour_ids"][npz["ids"].tolist().index(row["id"])].tolist()
+            assert json.loads(item[f"data-{role}-neighbour-ids"]) == [nid for nid, _ in drawn[role]]
+            # Each drawn neighbour is the one at its stated rank among the k, no more than report.neighbours.
+            assert all(neighbour_ids[rank - 1] == nid for nid, rank in drawn[role])
+            assert len(drawn[role]) <= run.config.report.neighbours
+            # The true class's neighbours come first, nearest first: they are the first of that class.
+            true_ranks = [rank for nid, rank in drawn[role] if labels[nid] == int(row["label"])]
+            hand = [r for r, nid in enumerate(neighbour_ids, start=1) if labels[nid] == int(row["label"])]
+            assert true_ranks == hand[:len(true_ranks)]
 
 
 def test_gallery_caps_at_its_size_and_says_when_empty(report_run: tuple[Run, Path]) -> None:
@@ -239,11 +245,14 @@ def test_numbers_table_rows_come_from_the_schema(report_run: tuple[Run, Path]) -
     text = path.read_text(encoding="utf-8")
     first = text[text.index("<table class=\"numbers\">"):]
     first = first[:first.index("</table>")]
-    cells = re.findall(r"<tr><td>(.*?)</td><td>(.*?)</td></tr>", first)
+    cells = re.findall(r"<tr><td>(.*?)</td><td>(.*?)(?: <span class=\"n\">\((.*?)\)</span>)?</td></tr>", first)
     level = round(100 * metrics["ci_level"])
     labels = [f"gap {level} % bootstrap interval" if row.key == "gap_ci95" else row.label for row in SUMMARY_ROWS]
-    assert [html.unescape(label) for label, _ in cells] == labels
-    assert [html.unescape(value) for _, value in cells] == [FORMATS[row.format](metrics[row.key]) for row in SUMMARY_ROWS]
+    assert [html.unescape(label) for label, _, _ in cells] == labels
+    assert [html.unescape(value) for _, value, _ in cells] == [FORMATS[row.format](metrics[row.key]) for row in SUMMARY_ROWS]
+    # The subset rows carry their n (checked against a hand count in tests/test_gallery.py); the others do not.
+    subset = {row.key for row in SUMMARY_ROWS if row.key.endswith(("_top20", "_top05")) or row.key in PARTS}
+    assert [bool(n) for _, _, n in cells] == [row.key in subset for row in SUMMARY_ROWS]
 
 
 def test_stage_timings_follow_the_given_order_then_other_markers(report_run: tuple[Run, Path]) -> None:

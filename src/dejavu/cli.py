@@ -11,13 +11,16 @@ import time
 import warnings
 from pathlib import Path
 
-from dejavu.config import Config, choices, config_from_dict, load_config
+from dejavu.config import Config, choices, config_from_dict, load_config, resolve_config
+from dejavu.config.shipped import description, is_study, shipped_configs, shipped_folder
 from dejavu.data.examples import write_examples
 from dejavu.errors import ConfigError, DejavuError, RunFolderError, os_error_message
 from dejavu.launch.slurm import SlurmRequest, submit
 from dejavu.metrics.schema import read_metrics
 from dejavu.runs import Run, folder_lock, read_json
-from dejavu.stages import COMMANDS, finished_stages_hold, run_all, run_stage, set_threads, upstream_of
+from dejavu.stages import (
+    COMMANDS, STAGE_BY_NAME, finished_stages_hold, run_all, run_stage, set_threads, upstream_of,
+)
 from dejavu.sweep import run_sweep
 from dejavu import distributed
 from dejavu.train.loop import check_precision
@@ -31,63 +34,90 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command")
 
-    def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--config", type=Path, default=None,
-                       help="YAML config (default: the built-in demo, identical to configs/demo.yaml)")
-        p.add_argument("--out", type=Path, default=None,
-                       help="run folder (default: runs/<config name>, e.g. runs/demo); an existing run "
-                            "with the same config resumes, skipping finished stages; --out alone on an "
-                            "existing run folder uses the config saved there")
-        p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                       help="dotted config overrides, e.g. train.epochs=5 attack.k=50")
-        data = p.add_argument_group("dataset shorthands (the same as the data.* / split.* keys)")
-        data.add_argument("--dataset", choices=choices("data.dataset"),
-                          help="data.dataset (default scenes, the built-in data)")
-        data.add_argument("--root", help="data.root: the image folder (manifest: the CSV/JSONL file)")
-        data.add_argument("--boxes", help="data.annotations: imagenet's Annotation/ folder, voc's Annotations/, "
-                                          "coco's instances JSON, or the manifest")
-        data.add_argument("--per-class", type=int, metavar="N",
-                          help="split.a_per_class = split.b_per_class = N (paper presets: 100 to 500)")
-
-    def resume(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--resume", action="store_true",
-                       help="continue the interrupted run in --out (refuses if there is none): finished stages are "
-                            "kept and training restarts from its last resume state, losing at most the current epoch")
-
-    def slurm(p: argparse.ArgumentParser) -> None:
-        g = p.add_argument_group("SLURM (optional: pip install -e '.[slurm]'); the same command runs as one job, "
-                                 "one task per GPU")
-        g.add_argument("--slurm-partition", metavar="NAME", help="submit to this partition instead of running here")
-        g.add_argument("--nodes", type=int, default=1, help="nodes of the job (default 1)")
-        g.add_argument("--gpus-per-node", type=int, default=1, help="GPUs (= tasks) per node (default 1)")
-        g.add_argument("--cpus-per-task", type=int, default=10, help="CPU cores per task (default 10)")
-        g.add_argument("--slurm-time", type=int, default=4320, metavar="MIN", help="time limit in minutes (default 3 days)")
-        g.add_argument("--slurm-executor", choices=("slurm", "local"), default=None,
-                       help="'local' runs the job with submitit's local executor (no cluster) and waits for it")
-
-    run_parser = sub.add_parser("run", allow_abbrev=False,
-                                help="the whole test: data, split, crops, train A and B, attack, metrics, report")
-    common(run_parser)
-    resume(run_parser)
-    slurm(run_parser)
+    every = ", ".join(COMMANDS)
+    run_parser = sub.add_parser("run", allow_abbrev=False, help=f"the whole test, every stage in order: {every}",
+                                description=f"The whole deja vu test, every stage in order: {every}. Finished "
+                                            "stages of the same config are skipped (a run folder resumes).")
+    _common(run_parser)
+    _resume(run_parser)
+    _slurm(run_parser)
     sweep = sub.add_parser("sweep", allow_abbrev=False,
                            help="a study: one run per point of one or more grids of config keys (x seeds); points "
                                 "that differ only after training share it; CSVs, figures and an index.html "
                                 "linking every point's report")
-    sweep.add_argument("--config", type=Path, required=True, help="the study YAML (see configs/studies/smoke.yaml)")
+    sweep.add_argument("--config", required=True, metavar="NAME|FILE",
+                       help="the study: a shipped study's name (studies/smoke, studies/paper_findings: `dejavu configs` "
+                            "lists them) or a study YAML")
     sweep.add_argument("--out", type=Path, default=None, help="sweep folder (default: runs/<study name>)")
     examples = sub.add_parser("examples", allow_abbrev=False, help="write tiny example datasets in every supported layout "
                                                "(imagenet, voc, coco, manifest) to try the commands of README")
     examples.add_argument("out", type=Path, help="folder to write them into (one subfolder per layout)")
+    sub.add_parser("configs", allow_abbrev=False,
+                   help="list the shipped configs by name, one line each (--config takes the name from any folder)")
+    _stage_commands(sub)
+    return parser
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default=None, metavar="NAME|FILE",
+                   help="a shipped config's name (smoke, demo, examples/tiny, paper/vicreg, ...: `dejavu configs` "
+                        "lists them) or a YAML file (default: the built-in demo, identical to the `demo` config)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="run folder (default: runs/<config name>, e.g. runs/demo); an existing run "
+                        "with the same config resumes, skipping finished stages; --out alone on an "
+                        "existing run folder uses the config saved there")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="dotted config overrides, e.g. train.epochs=5 attack.k=50")
+    data = p.add_argument_group("dataset shorthands (the same as the data.* / split.* keys)")
+    data.add_argument("--dataset", choices=choices("data.dataset"),
+                      help="data.dataset (default scenes, the built-in data)")
+    data.add_argument("--root", metavar="PATH",
+                      help="data.root: imagenet: the train folder of <wnid>/ class folders; voc: the folder holding "
+                           "JPEGImages/ and Annotations/; coco: the images folder; manifest: the folder its paths "
+                           "are relative to (with --boxes naming the manifest), or the CSV/JSONL manifest itself "
+                           "(paths relative to its folder)")
+    data.add_argument("--boxes", metavar="PATH",
+                      help="data.annotations: imagenet's Annotation/ folder (default <root>/../Annotation), voc's "
+                           "Annotations/ (default <root>/Annotations), coco's instances JSON, or the CSV/JSONL "
+                           "manifest (when --root is the folder of its paths)")
+    data.add_argument("--per-class", type=int, metavar="N",
+                      help="split.a_per_class = split.b_per_class = N (paper presets: 100 to 500)")
+
+
+def _resume(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted run in --out (refuses if there is none): finished stages are "
+                        "kept and training restarts from its last resume state, losing at most the current epoch")
+
+
+def _slurm(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("SLURM (optional: pip install -e '.[slurm]'); the same command runs as one job, "
+                             "one task per GPU")
+    g.add_argument("--slurm-partition", metavar="NAME", help="submit to this partition instead of running here")
+    g.add_argument("--nodes", type=int, default=1, help="nodes of the job (default 1)")
+    g.add_argument("--gpus-per-node", type=int, default=1, help="GPUs (= tasks) per node (default 1)")
+    g.add_argument("--cpus-per-task", type=int, default=10, help="CPU cores per task (default 10)")
+    g.add_argument("--slurm-time", type=int, default=4320, metavar="MIN", help="time limit in minutes (default 3 days)")
+    g.add_argument("--slurm-executor", choices=("slurm", "local"), default=None,
+                   help="'local' runs the job with submitit's local executor (no cluster) and waits for it")
+
+
+def _stage_commands(sub: argparse._SubParsersAction) -> None:
+    """One subcommand per stage command, its help from the stage declarations."""
     for name, stages in COMMANDS.items():
+        declared = [STAGE_BY_NAME[stage] for stage in stages]
+        # A folder's name carries a slash, so that `-> data/` reads as the folder it is.
+        outputs = ", ".join(out if Path(out).suffix else f"{out}/" for stage in declared for out in stage.outputs)
         what = f"the {name} stage" if stages == [name] else f"the stages {', '.join(stages)}"
-        p = sub.add_parser(name, allow_abbrev=False, help=f"re-run {what} (after any unfinished stage it needs)")
-        common(p)
+        p = sub.add_parser(name, allow_abbrev=False, help=f"{declared[0].description} -> {outputs}",
+                           description=f"{declared[0].description[0].upper()}{declared[0].description[1:]}; writes "
+                                       f"{outputs} in the run folder. Re-runs {what} after any unfinished stage it "
+                                       "needs; every stage that read its old output is computed again by the next run.")
+        _common(p)
         if name == "train":
             p.add_argument("--model", choices=["A", "B"], default=None, help="train only this model (default both)")
-            resume(p)
-            slurm(p)
-    return parser
+            _resume(p)
+            _slurm(p)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,7 +181,20 @@ def _examples(out: Path) -> int:
         flags = f"--dataset {keys['dataset']} --root {keys['root']}"
         if keys.get("annotations"):
             flags += f" --boxes {keys['annotations']}"
-        print(f"{layout:9s} dejavu run --config configs/examples/tiny.yaml {flags} --out runs/example-{layout}")
+        print(f"{layout:9s} dejavu run --config examples/tiny {flags} --out runs/example-{layout}")
+    return 0
+
+
+def _configs() -> int:
+    """Every shipped config by name with its first comment line; runs first, then the studies."""
+    configs = shipped_configs()
+    for title, studies in (("configs (dejavu run --config NAME)", False), ("studies (dejavu sweep --config NAME)", True)):
+        group = {name: path for name, path in configs.items() if is_study(name) == studies}
+        width = max(map(len, group))
+        print(title)
+        for name, path in group.items():
+            print(f"  {name:{width}s}  {description(path)}")
+    print(f"the files are in {shipped_folder()}; --config also takes the path of your own YAML (a copy to edit)")
     return 0
 
 
@@ -192,6 +235,12 @@ def _default_out(args: argparse.Namespace) -> Path:
 def _dispatch(command: str, args: argparse.Namespace) -> int:
     if command == "examples":
         return _examples(args.out)
+    if command == "configs":
+        return _configs()
+    if args.config is not None:
+        # A name becomes its shipped file here, so the default --out, a SLURM job and a study's relative
+        # base config all see a real path.
+        args.config = resolve_config(args.config)
     if command == "sweep":
         out = _default_out(args)
         # Under torchrun every process trains each point; rank zero alone runs the other stages and writes.

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from dejavu.config import RESUMABLE_WITH_OTHER_VALUES, Config
+from dejavu.cpus import usable_cpus
 from dejavu.errors import RunFolderError
 
 _UMASK = os.umask(0)
@@ -252,6 +253,12 @@ class Run:
                 "numpy": np.__version__,
                 "machine": platform.machine(),
                 "processor_count": os.cpu_count(),
+                # Thread count can change the last bits of a float sum, and with them a vote: what
+                # threads=0 meant here is kept beside the machine's count.
+                "usable_cpus": usable_cpus(),
+                # How idle OpenMP threads waited (dejavu/__init__.py): speed only, never a number.
+                "openmp_waiting": {key: os.environ[key] for key in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+                                   if key in os.environ},
             },
         )
 

@@ -2,7 +2,7 @@
 
 A study file with one grid::
 
-    config: ../smoke.yaml          # the base config (relative to this file), optional
+    config: ../smoke.yaml          # the base config (relative to this file, or a shipped name: smoke), optional
     overrides: [train.epochs=20]   # dotted overrides applied to every point, optional
     grid:                          # every combination of these values is a point
       train.vicreg.sim_weight: [10, 25]
@@ -43,7 +43,7 @@ import numpy as np
 import yaml
 
 from dejavu.artifacts import write_csv
-from dejavu.config import Config, load_config
+from dejavu.config import Config, load_config, resolve_config
 from dejavu.errors import ConfigError
 from dejavu.metrics.schema import (
     CONVENTIONAL_PARTS, SPREAD_METRICS, SWEEP_METRICS, MetricsFile, read_evaluation, read_metrics,
@@ -181,6 +181,18 @@ def _sweep_points(points: list[Point], sweep_name: str, combinations: list[dict[
             points.append(Point(sweep_name, values, seed, name, config))
 
 
+def _base_config(study_path: Path, value: Any) -> Path:
+    """A study's ``config:``: a path relative to the study's file, else a shipped config's name (so a
+    study copied out of the package can still say ``config: smoke``)."""
+    relative = study_path.parent / str(value)
+    if relative.exists():
+        return relative.resolve()
+    try:
+        return resolve_config(str(value)).resolve()
+    except ConfigError as exc:
+        raise ConfigError(f"study '{study_path}', key 'config' (relative to the study's folder): {exc}") from None
+
+
 def load_study(path: str | Path) -> tuple[dict[str, Any], list[Point]]:
     """Read and validate a study file; every point's config is built (and validated) before any work."""
     path = Path(path)
@@ -194,7 +206,7 @@ def load_study(path: str | Path) -> tuple[dict[str, Any], list[Point]]:
         raise ConfigError(f"{where}: 'redraw_split' must be true or false, found {redraw!r}")
     overrides = _overrides(where, study.get("overrides"))
     _check_repeat_keys(study, sweeps, overrides, redraw, where)
-    base = (path.parent / study["config"]).resolve() if study.get("config") else None
+    base = _base_config(path, study["config"]) if study.get("config") else None
     try:
         base_seed = load_config(base, overrides).seed
     except ConfigError as exc:

@@ -1,7 +1,8 @@
 """Typed run configuration: dataclasses, YAML loading, dotted overrides, validation.
 
-The dataclass defaults *are* the demo run (`configs/demo.yaml` spells them out; a test keeps
-the two identical), so `dejavu run` with no arguments needs no file on disk.
+The dataclass defaults *are* the demo run (the shipped `demo` config spells them out; a test keeps
+the two identical), so `dejavu run` with no arguments needs no file on disk. The shipped configs
+(``dejavu/configs``) are found by name from any folder (:mod:`~dejavu.config.shipped`).
 
 The layer declares itself: each key's type, default, choices (``Literal``) and bounds (``Annotated``)
 sit on its field in :mod:`~dejavu.config.schema`; the methods' sections in :mod:`~dejavu.config.methods`
@@ -19,6 +20,7 @@ from typing import Any
 import yaml
 
 from dejavu.config.checks import check_value, field_types
+from dejavu.config.keys import nearest_key
 from dejavu.config.methods import (
     METHOD_CONFIGS, METHOD_NAMES, BarlowTwinsConfig, ByolConfig, DinoConfig, SimclrConfig, SupervisedConfig,
     VicregConfig,
@@ -27,6 +29,7 @@ from dejavu.config.schema import (
     AttackConfig, AugmentConfig, Config, CropConfig, DataConfig, EvaluateConfig, MetricsConfig, ReportConfig,
     NO_EFFECT_KEYS, RESUMABLE_WITH_OTHER_VALUES, SplitConfig, TrainConfig, choices, saved_epochs, train_recipe,
 )
+from dejavu.config.shipped import resolve_config, shipped_configs
 from dejavu.config.validation import validate
 from dejavu.errors import ConfigError
 
@@ -35,7 +38,8 @@ __all__ = [
     "DinoConfig", "EvaluateConfig", "METHOD_CONFIGS", "METHOD_NAMES", "MetricsConfig", "NO_EFFECT_KEYS",
     "RESUMABLE_WITH_OTHER_VALUES", "ReportConfig",
     "SimclrConfig", "SplitConfig", "SupervisedConfig", "TrainConfig", "VicregConfig", "choices",
-    "config_from_dict", "load_config", "parse_overrides", "saved_epochs", "train_recipe", "validate",
+    "config_from_dict", "load_config", "parse_overrides", "resolve_config", "saved_epochs", "shipped_configs",
+    "train_recipe", "validate",
 ]
 
 
@@ -45,8 +49,10 @@ def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
     unknown = sorted(set(values) - set(names))
     if unknown:
         where = f"section '{prefix[:-1]}'" if prefix else "the top level"
+        meant = nearest_key(Config, prefix, unknown[0], values[unknown[0]])
+        hint = f"did you mean '{meant}'? " if meant else ""
         raise ConfigError(
-            f"unknown config key '{prefix}{unknown[0]}' in {where}; valid keys: {', '.join(names)}"
+            f"unknown config key '{prefix}{unknown[0]}' in {where}; {hint}valid keys: {', '.join(names)}"
         )
     kwargs = {}
     for name in names:
@@ -133,7 +139,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Load a YAML config (or the demo defaults), apply dotted overrides, validate.
+    """Load a YAML config (a path, or a shipped config's name such as ``smoke``; None: the demo defaults),
+    apply dotted overrides, validate.
 
     Example:
         >>> cfg = load_config(None, ["train.epochs=5", "attack.k=50"])
@@ -142,7 +149,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """
     tree: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
+        path = resolve_config(path)
         tree = _read_yaml(path)
         try:
             _build(Config, tree, "")  # errors in the file itself name the file

@@ -255,7 +255,7 @@ class Config:
     """A whole run. `seed` drives every random choice; derived seeds are recorded in the run."""
 
     seed: Annotated[int, at_least(0, "a non-negative integer")] = 0
-    threads: Annotated[int, at_least(0, "0 (all cores) or a positive count"), at_most(4096, "a thread count")] = 0
+    threads: Annotated[int, at_least(0, "0 (the CPUs this process may use) or a positive count"), at_most(4096, "a thread count")] = 0
     data: DataConfig = field(default_factory=DataConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     crop: CropConfig = field(default_factory=CropConfig)

@@ -17,6 +17,8 @@ from typing import Any, Sequence
 import numpy as np
 from scipy.stats import binomtest
 
+from dejavu.metrics.pvalue import format_p
+
 # Any epoch's loss above this multiple of the first epoch's means the optimisation blew up (healthy runs
 # of every method here stay within 1.2x; a diverged one reaches 1e5x and more).
 BLOW_UP_FACTOR = 10.0
@@ -119,7 +121,7 @@ def accuracy_check(accuracy: float, labels: np.ndarray, subject: str, what: str)
     return Check(
         "accuracy above chance", subject, passed,
         f"{what}: {100 * accuracy:.1f} % of {n} held-out images vs {100 * chance:.1f} % by always answering the "
-        f"most frequent class (one-sided binomial p = {p:.2g}" + (")" if passed else
+        f"most frequent class (one-sided binomial p = {format_p(p)}" + (")" if passed else
                                                                    f", not below {CHANCE_LEVEL}): no usable features"),
     )
 

@@ -10,6 +10,7 @@ from dejavu.attack.vote import confidence, expected_correct, top_predictions, vo
 from dejavu.data.records import ImageTable, index_of_ids
 from dejavu.metrics.partition import PARTS, partition_labels, partition_shares
 from dejavu.metrics.population import FRACTIONS, accuracy_at, accuracy_curve
+from dejavu.metrics.pvalue import format_p
 from dejavu.metrics.roc import roc_summary
 from dejavu.metrics.schema import (
     MIN_CONTROL_HALF, POOLED_MEANS, SCHEMA_VERSION, Canaries, CanaryGroup, CanaryRoc, ClassRow, ControlSummary, Curve,
@@ -218,22 +219,22 @@ def verdict(attack: PooledSummary, control: ControlSummary, alpha: float) -> str
     else:
         control_text = (
             f"on held-out images that neither model trained on, the gap is {control.gap * 100:+.1f} points "
-            f"(p = {control.mcnemar_p:.2g}), indistinguishable from zero as it should be"
+            f"(p = {format_p(control.mcnemar_p)}), indistinguishable from zero as it should be"
             if control_ok else
             f"but the negative control on held-out images also shows a gap ({control.gap * 100:+.1f} points, "
-            f"p = {control.mcnemar_p:.2g}), so the test is not trustworthy here"
+            f"p = {format_p(control.mcnemar_p)}), so the test is not trustworthy here"
         )
     if p < alpha and gap > 0:
         return (
             f"Déjà vu memorization detected: from background-only crops the target infers the foreground "
             f"label of its own training images {gap:.1f} points more often than the reference "
             f"({attack.target_acc:.1%} vs {attack.reference_acc:.1%}, {100 * attack.ci_level:.0f} % CI "
-            f"{lo:+.1f} to {hi:+.1f}, exact McNemar p = {p:.2g}); {control_text}."
+            f"{lo:+.1f} to {hi:+.1f}, exact McNemar p = {format_p(p)}); {control_text}."
         )
     return (
         f"No déjà vu memorization detected at α = {alpha:g}: target {attack.target_acc:.1%} vs "
         f"reference {attack.reference_acc:.1%} (gap {gap:+.1f} points, CI {lo:+.1f} to {hi:+.1f}, "
-        f"p = {p:.2g}); {control_text}."
+        f"p = {format_p(p)}); {control_text}."
     )
 
 

@@ -14,6 +14,7 @@ from typing import Any, Mapping, Sequence
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from dejavu.metrics.stats import as_float as _number  # NaN for a missing metric: plots show a gap
 from dejavu.runs import atomic_path
@@ -24,12 +25,32 @@ PART_COLOURS = {"memorized": "#d62728", "correlated": "#2ca02c", "misrepresented
 TARGET_COLOUR = "#1f77b4"
 REFERENCE_COLOUR = "#ff7f0e"
 DIRECTION_COLOURS = ("#17becf", "#bcbd22")
+# Figures are drawn at 100 dpi and shown at about that size on a desktop page (the page is 1180 px wide),
+# so a point is a pixel: below 9 the text is hard to read, and the page only ever shrinks a figure.
+LEGEND_FONTSIZE = 9
+TICK_FONTSIZE = 9
 
 
 def _figure(width: float, height: float) -> Figure:
     figure = Figure(figsize=(width, height), dpi=100, layout="constrained")
     FigureCanvasAgg(figure)
     return figure
+
+
+def legend_outside(owner, axes, ncols: int = 2, where: str = "lower center") -> None:
+    """``axes``' legend on ``owner`` (its figure or subfigure) outside every axes: constrained layout then
+    makes room for it, so it never covers data, whatever the data do. A legend inside the axes
+    (``loc="best"`` or fixed) covers the curves of some run sooner or later."""
+    handles, labels = axes.get_legend_handles_labels()
+    if handles:
+        owner.legend(handles, labels, loc=f"outside {where}", ncols=min(ncols, len(handles)),
+                     fontsize=LEGEND_FONTSIZE, frameon=False)
+
+
+def panels(figure: Figure, rows: int, cols: int) -> list:
+    """One (subfigure, axes) per panel: a subfigure per panel lets each panel's legend sit under its own
+    axes (``legend_outside(subfigure, axes)``), which a figure-level legend cannot do for several panels."""
+    return [(sub, sub.subplots()) for sub in figure.subfigures(rows, cols, squeeze=False).ravel()]
 
 
 def _percent(values: Sequence[Any]) -> list[float]:
@@ -52,7 +73,6 @@ def _plot_curves(axes, summary: Mapping[str, Any], title: str) -> None:
     axes.set_xlim(0, 102)
     axes.set_ylim(-2, 102)
     axes.grid(alpha=0.3)
-    axes.legend(fontsize=7, loc="upper right")
 
 
 def confidence_curves(metrics: Mapping[str, Any]) -> Figure:
@@ -61,11 +81,13 @@ def confidence_curves(metrics: Mapping[str, Any]) -> Figure:
     metrics: ``metrics.json``; reads ``curve`` {fractions (20,), target (20,), reference (20,)} of the
     pooled attack, of each of its ``directions`` and of ``control``.
     """
-    figure = _figure(10, 4)
-    left, right = figure.subplots(1, 2, sharey=True)
+    figure = _figure(11, 5)
+    (left_panel, left), (right_panel, right) = panels(figure, 1, 2)
     _plot_curves(left, metrics, "Attack (A, B: training images of the target)")
     _plot_curves(right, metrics["control"], "Control (T: held out from both models)")
-    left.set_ylabel("label inference accuracy (%)")
+    for panel, axes in ((left_panel, left), (right_panel, right)):
+        axes.set_ylabel("label inference accuracy (%)")
+        legend_outside(panel, axes, ncols=3)
     return figure
 
 
@@ -86,13 +108,13 @@ def partition_bars(metrics: Mapping[str, Any]) -> Figure:
         for y, start, share in zip(positions, left, shares):
             # Labels only where they fit; the table in the report has every number.
             if share >= 6:
-                axes.text(start + share / 2, y, f"{share:.0f}%", ha="center", va="center", fontsize=8)
+                axes.text(start + share / 2, y, f"{share:.0f}%", ha="center", va="center", fontsize=9)
         left = [a + (b if not math.isnan(b) else 0.0) for a, b in zip(left, shares)]
     axes.set_yticks(positions, [name for name, _ in rows])
     axes.set_xlim(0, 100)
     axes.set_xlabel("share of attacked examples (%)")
     axes.set_title("Partition by which model infers the label correctly")
-    figure.legend(*axes.get_legend_handles_labels(), loc="outside lower center", ncols=4, fontsize=8, frameon=False)
+    legend_outside(figure, axes, ncols=4)
     return figure
 
 
@@ -141,7 +163,7 @@ def per_class_accuracy(metrics: Mapping[str, Any]) -> Figure:
     axes.set_ylabel("label inference accuracy (%)")
     axes.set_ylim(0, 100)
     axes.set_title("Per class")
-    axes.legend(fontsize=8)
+    legend_outside(figure, axes, ncols=1, where="right upper")  # bars reach 100 %: no corner of the axes is free
     axes.grid(axis="y", alpha=0.3)
     return figure
 
@@ -153,7 +175,7 @@ def roc_figure(metrics: Mapping[str, Any]) -> Figure:
     FPR on a log scale from the smallest measurable FPR (1 / non-members) to 1; the curve's point at
     FPR 0 is drawn at that left edge. The dotted line is chance (TPR = FPR).
     """
-    figure = _figure(5.5, 4.2)
+    figure = _figure(5.5, 4.8)
     axes = figure.subplots()
     roc = metrics.get("roc") or {}
     curve = roc.get("curve") or {}
@@ -180,7 +202,8 @@ def roc_figure(metrics: Mapping[str, Any]) -> Figure:
     axes.set_ylabel("true positive rate (attacked crops)")
     axes.set_title("Membership-inference view")
     axes.grid(alpha=0.3, which="both")
-    axes.legend(fontsize=8, loc="upper left")
+    # Below the axes: a strong attack's curve climbs the upper left, a weak one hugs the diagonal.
+    legend_outside(figure, axes, ncols=1)
     return figure
 
 
@@ -210,13 +233,15 @@ def _count(value: Any) -> str:
 
 def training_curves(losses: Mapping[str, Sequence[float]], method: str) -> Figure:
     """Mean training loss per epoch of each model (``{"A": [...], "B": [...]}``)."""
-    figure = _figure(5.0, 3.0)
+    figure = _figure(5.0, 3.4)
     axes = figure.add_subplot()
     for (name, values), colour in zip(losses.items(), (TARGET_COLOUR, REFERENCE_COLOUR)):
         axes.plot(range(1, len(values) + 1), values, color=colour, label=f"model {name}")
     axes.set_xlabel("epoch")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # a few epochs would get ticks at 1.5, 2.5
     axes.set_ylabel(f"{method} loss")
-    axes.legend(frameon=False)
+    axes.grid(alpha=0.3)
+    legend_outside(figure, axes, ncols=1, where="right upper")
     return figure
 
 

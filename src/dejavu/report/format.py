@@ -10,6 +10,8 @@ import json
 import math
 from typing import Any, Callable, Sequence
 
+from dejavu.metrics.pvalue import format_p
+
 
 def is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
@@ -37,7 +39,8 @@ def interval(bounds: Sequence[Any] | None) -> str:
 
 
 def p_value(value: Any) -> str:
-    return "n/a" if is_missing(value) else f"{float(value):.3g}"
+    """A p-value as the verdict writes it (:func:`dejavu.metrics.pvalue.format_p`): ``1.05e-08``, ``< 1e-300``."""
+    return "n/a" if is_missing(value) else format_p(float(value))
 
 
 def integer(value: Any) -> str:

@@ -1,17 +1,19 @@
 """Report sections with pictures: a sample of the crops the models saw, and the gallery of the most
-confidently memorized examples with both models' nearest public neighbours (joined on ids)."""
+confidently memorized examples with both models' votes over their k public neighbours and the neighbours
+that explain each vote (joined on ids)."""
 
 from __future__ import annotations
 
 import csv
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 from dejavu import artifacts
 from dejavu.artifacts import MODELS
+from dejavu.attack.vote import expected_correct, top_predictions, vote
 from dejavu.data.records import ImageTable, index_of_ids
 from dejavu.errors import RunFolderError
 from dejavu.metrics.tables import DIRECTIONS
@@ -91,8 +93,10 @@ class NeighbourLookup:
         """Neighbour ids (k,) and labels (k,) of ``query_id``, nearest first."""
         key = (model, query_set)
         if key not in self._cache:
-            # Checked to name only catalogued images: the gallery draws each neighbour it names.
-            arrays = artifacts.load_neighbours(self.run, model, query_set, known_ids=self.table.ids)
+            # Checked to name only catalogued images (the gallery draws each neighbour it names) and labels
+            # of known classes (the gallery counts the vote).
+            arrays = artifacts.load_neighbours(self.run, model, query_set, known_ids=self.table.ids,
+                                              n_classes=len(self.table.class_names))
             rows = {str(i): r for r, i in enumerate(arrays["ids"].tolist())}
             self._cache[key] = (rows, arrays)
         rows, arrays = self._cache[key]
@@ -130,60 +134,147 @@ def crops_section(run: Run, table: ImageTable) -> str:
 
 
 # Gallery -----------------------------------------------------------------------------------------
-def _top1(table: ImageTable, row: dict[str, str], role: str) -> str:
-    """A model's shown top-1 class; when its top vote is tied with the true label's, the shown class is
-    only the smallest tied label, so the caption gives the chance of being right instead of hiding the tie."""
-    text = f"{role} top-1 {class_name(table, row[f'{role}_top1'])}"
-    chance = float(row[f"{role}_correct"])
-    return text + (f" (tied vote: right with probability {chance:.0%})" if 0 < chance < 1 else "")
+# At most this many classes get a bar in a vote's histogram (plus the true class when it is not among
+# them); the rest are summed in one line, so a 1000-class vote stays a small chart.
+HISTOGRAM_BARS = 10
 
 
-def _caption(table: ImageTable, row: dict[str, str]) -> str:
+def model_vote(neighbour_labels: np.ndarray, label: int, n_classes: int) -> dict[str, Any]:
+    """One model's vote on one crop, counted as the metrics stage counts it (:mod:`dejavu.attack.vote`):
+    ``k``, ``counts`` (per class), ``true_votes``, ``predicted`` (the shown top-1: the most voted class,
+    the smallest label among equal votes) with ``predicted_votes``, ``tied`` (the other classes with as
+    many votes as the top), and ``correct``, the top-1 correctness the metrics used (fractional when the
+    true label is tied for the top: the chance a random tie-break picks it)."""
+    counts = vote(np.asarray(neighbour_labels)[None, :], n_classes)
+    row = counts[0]
+    predicted = int(top_predictions(counts, 1)[0, 0])
+    return {
+        "k": int(row.sum()),
+        "counts": row.tolist(),
+        "true_votes": int(row[label]),
+        "predicted": predicted,
+        "predicted_votes": int(row[predicted]),
+        "tied": [int(c) for c in np.flatnonzero(row == row[predicted]) if c != predicted],
+        "correct": float(expected_correct(counts, np.array([label]), 1)[0]),
+    }
+
+
+def rival_class(counts: Sequence[int], label: int) -> int | None:
+    """The most voted class other than the true one (the smallest label among equal votes), None when no
+    neighbour carries another class. When the model is wrong it is the predicted class."""
+    others = [(-votes, c) for c, votes in enumerate(counts) if c != label and votes > 0]
+    return min(others)[1] if others else None
+
+
+def explaining_ranks(neighbour_labels: Sequence[int], label: int, rival: int | None, shown: int) -> list[list[int]]:
+    """1-based ranks among the k of the nearest neighbours of the true class and of ``rival``: half of the
+    ``shown`` slots each (the true class gets the odd one), a group's unused slots going to the other."""
+    labels = [int(v) for v in neighbour_labels]
+    true_ranks = [r for r, v in enumerate(labels, start=1) if v == label]
+    rival_ranks = [r for r, v in enumerate(labels, start=1) if rival is not None and v == rival]
+    true_slots = max((shown + 1) // 2, shown - len(rival_ranks))
+    true_take = true_ranks[:true_slots]
+    return [true_take, rival_ranks[:shown - len(true_take)]]
+
+
+def vote_bars(counts: Sequence[int], label: int, predicted: int,
+              k: int) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """The histogram's bars (votes, share of k, whether true or predicted), most voted first, the true
+    class always among them; and what is left out (``classes``, ``votes``)."""
+    voted = sorted((c for c, votes in enumerate(counts) if votes > 0), key=lambda c: (-counts[c], c))
+    kept = voted[:HISTOGRAM_BARS]
+    if label not in kept:
+        kept.append(label)
+    bars = [{"label": c, "votes": int(counts[c]), "width": f"{100 * counts[c] / max(k, 1):.1f}",
+             "true": c == label, "predicted": c == predicted} for c in kept]
+    rest = [c for c in voted if c not in kept]
+    return bars, {"classes": len(rest), "votes": int(sum(counts[c] for c in rest))}
+
+
+def vote_summary(table: ImageTable, label: int, counted: dict[str, Any]) -> str:
+    """The vote in words: the true class's votes of k, the prediction, and the top-1 correctness the
+    metrics counted (with the tie that makes it fractional)."""
+    k, predicted = counted["k"], counted["predicted"]
+    text = f"true class {class_name(table, label)}: {counted['true_votes']} / {k} votes · predicted "
+    tied = [predicted, *counted["tied"]]
+    if len(tied) > 1:
+        names = ", ".join(class_name(table, c) for c in tied)
+        text += (f"one of {names} (tied at {counted['predicted_votes']} votes each; "
+                 f"shown top-1 {class_name(table, predicted)})")
+    else:
+        text += f"{class_name(table, predicted)} ({counted['predicted_votes']} votes)"
+    correct = counted["correct"]
+    text += f" · top-1 counted as right: {correct:.3g}"
+    if 0 < correct < 1:
+        text += f" (the true class is 1 of {len(tied)} tied classes: a random tie-break picks it with that chance)"
+    return text
+
+
+def _neighbour(table: ImageTable, ids: np.ndarray, labels: np.ndarray, rank: int, label: int,
+               thumbnail: Thumbnails) -> dict[str, Any]:
+    nid, nlabel = str(ids[rank - 1]), int(labels[rank - 1])
+    return {"id": nid, "rank": rank, "match": nlabel == label, "class_name": class_name(table, nlabel),
+            "uri": thumbnail(nid)}
+
+
+def model_block(table: ImageTable, row: dict[str, str], role: str, ids: np.ndarray, labels: np.ndarray,
+                thumbnail: Thumbnails, shown: int) -> dict[str, Any]:
+    """One model's vote on a gallery crop: counts, histogram, and the neighbours that explain it."""
+    label = int(row["label"])
+    counted = model_vote(labels, label, len(table.class_names))
+    rival = rival_class(counted["counts"], label)
+    true_ranks, rival_ranks = explaining_ranks(labels, label, rival, shown)
+    bars, others = vote_bars(counted["counts"], label, counted["predicted"], counted["k"])
+    for bar in bars:
+        bar["class_name"] = class_name(table, bar["label"])
+    groups = [{"kind": "true", "heading": f"nearest of the true class {class_name(table, label)}", "ranks": true_ranks}]
+    if rival is not None:
+        kind = "predicted" if rival == counted["predicted"] else "rival"
+        what = "the predicted class" if kind == "predicted" else "the strongest other class"
+        groups.append({"kind": kind, "heading": f"nearest of {what} {class_name(table, rival)} "
+                                                f"({counted['counts'][rival]} votes)", "ranks": rival_ranks})
+    for group in groups:
+        group["neighbours"] = [_neighbour(table, ids, labels, rank, label, thumbnail) for rank in group["ranks"]]
+    return {"role": role, "model": row[f"{role}_model"], **counted, "rival": rival,
+            "summary": vote_summary(table, label, counted), "bars": bars, "others": others, "groups": groups,
+            "ids_json": json.dumps([nb["id"] for group in groups for nb in group["neighbours"]])}
+
+
+def _caption(table: ImageTable, row: dict[str, str], votes: dict[str, dict[str, Any]]) -> str:
+    target, reference = votes["target"], votes["reference"]
+    score = (target["true_votes"] / target["k"]) - (reference["true_votes"] / reference["k"])
     return (
         f"{row['id']} · direction {row['direction']} (target model {row['target_model']}, "
         f"reference model {row['reference_model']}) · true class {class_name(table, row['label'])} · "
-        f"{_top1(table, row, 'target')}, {_top1(table, row, 'reference')} · "
-        f"target confidence {float(row['target_confidence']):.3g}"
+        f"target confidence {float(row['target_confidence']):.3g} · déjà vu score "
+        f"{target['true_votes']}/{target['k']} − {reference['true_votes']}/{reference['k']} = {score:+.3f}"
     )
 
 
 def _gallery_item(table: ImageTable, row: dict[str, str], position: int, neighbours: NeighbourLookup,
-                  thumbnail: Thumbnails, shown: int) -> tuple[dict[str, Any], int]:
-    """One memorized example: its crop figures and each model's first ``shown`` neighbours; and the
-    number of neighbours searched (attack.k)."""
-    label = int(row["label"])
+                  thumbnail: Thumbnails, shown: int) -> dict[str, Any]:
+    """One memorized example: its crop figures and each model's vote with the neighbours behind it."""
     square = [int(row[f"crop_{k}"]) for k in ("x0", "y0", "x1", "y1")]
     query_set = ATTACKED_SET.get(row["direction"], row["direction"])
-    searched = shown
-    item: dict[str, Any] = {"id": row["id"], "direction": row["direction"], "label": label,
-                            "caption": _caption(table, row), "rows": [],
-                            "figures": crop_figures(table, position, square, row["id"])}
-    for role in ROLES:
-        ids, labels = neighbours(row[f"{role}_model"], query_set, row["id"])
-        searched = min(searched, len(ids))
-        ids, labels = ids[:shown].tolist(), labels[:shown].tolist()
-        item[f"{role}_ids_json"] = json.dumps(ids)
-        item["rows"].append({"role": role, "model": row[f"{role}_model"], "neighbours": [
-            {"id": nid, "rank": rank, "match": int(nlabel) == label, "class_name": class_name(table, nlabel),
-             "uri": thumbnail(str(nid))}
-            for rank, (nid, nlabel) in enumerate(zip(ids, labels), start=1)]})
-    return item, searched
+    votes = {role: model_block(table, row, role, *neighbours(row[f"{role}_model"], query_set, row["id"]),
+                               thumbnail, shown) for role in ROLES}
+    return {"id": row["id"], "direction": row["direction"], "label": int(row["label"]),
+            "caption": _caption(table, row, votes), "votes": [votes[role] for role in ROLES],
+            "figures": crop_figures(table, position, square, row["id"])}
 
 
 def gallery_data(run: Run, table: ImageTable, samples: list[dict[str, str]]) -> dict[str, Any]:
-    """The most confidently memorized examples, each with its crop and both models' neighbours."""
+    """The most confidently memorized examples, each with its crop and both models' votes: counts over
+    the k neighbours (from the neighbours npz), and the nearest neighbours of the true class and of its
+    strongest rival, each with its rank among the k."""
     wanted, shown = run.config.report.gallery, run.config.report.neighbours
     chosen = most_confident_memorized(samples, wanted)
     total = sum(row["partition"] == "memorized" for row in samples)
     neighbours, thumbnail = NeighbourLookup(run, table), Thumbnails(table)
-    items, k_note = [], ""
     positions = index_of_ids(table.ids, np.array([row["id"] for row in chosen]), "dataset") if chosen else []
-    for row, position in zip(chosen, list(positions)):
-        item, searched = _gallery_item(table, row, int(position), neighbours, thumbnail, shown)
-        items.append(item)
-        if searched < shown:
-            k_note = f"Only {searched} neighbours per crop were searched (attack.k), so fewer than {shown} are shown."
-    return {"wanted": wanted, "total": total, "examples": items, "k_note": k_note}
+    items = [_gallery_item(table, row, int(position), neighbours, thumbnail, shown)
+             for row, position in zip(chosen, list(positions))]
+    return {"wanted": wanted, "total": total, "shown": shown, "examples": items}
 
 
 def gallery_section(run: Run, table: ImageTable, samples: list[dict[str, str]]) -> str:

@@ -60,8 +60,8 @@ def page_data(run: Run, metrics: Mapping[str, Any], figures: Mapping[str, bytes]
     }
     return {
         "summary": summary,
-        "numbers": numbers_data(metrics, level),
-        "control": control_data(metrics, level),
+        "numbers": numbers_data(metrics, level, len(table.class_names)),
+        "control": control_data(metrics, level, len(table.class_names)),
         "membership": membership_data(metrics, _figure("roc", figures["roc"]) if "roc" in figures else None),
         "canaries": canaries_data(metrics),
         "figures": [_figure(name, png) for name, png in figures.items() if name not in SECTION_FIGURES],

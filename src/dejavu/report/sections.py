@@ -11,16 +11,16 @@ from typing import Any, Mapping, Sequence
 
 from dejavu import artifacts
 from dejavu.data.records import ImageTable
+from dejavu.metrics.partition import PARTS
+from dejavu.metrics.population import n_most_confident
 from dejavu.metrics.schema import SUMMARY_ROWS
 from dejavu.report.figures import save_png, training_curves
 from dejavu.report.format import (
     auc, integer, number_or_nan, pct, points, signed3, value_range,
 )
+from dejavu.report.leakage import leakage_data
 from dejavu.report.templating import data_uri, render
 from dejavu.runs import Run, read_json
-
-Columns = list[tuple[str, Mapping[str, Any]]]
-
 
 # Sanity gates ------------------------------------------------------------------------------------
 def sanity_data(run: Run, metrics: Mapping[str, Any]) -> dict[str, Any]:
@@ -37,35 +37,97 @@ def sanity_data(run: Run, metrics: Mapping[str, Any]) -> dict[str, Any]:
 
 
 # Numbers -----------------------------------------------------------------------------------------
-def summary_rows(level: float = 0.95) -> list[dict[str, str]]:
+# Top-5 accuracy says nothing with this few classes: the top 5 then hold every voted class.
+TOP5_KEYS = ("target_top5_acc", "reference_top5_acc")
+TOP5_MAX_UNINFORMATIVE = 5
+# The rows that rest on the p % most confident crops of each direction, by the suffix of their key.
+TOP_FRACTIONS = {"_top20": 0.20, "_top05": 0.05}
+
+
+def top5_note(n_classes: int | None) -> str:
+    """Why top-5 accuracy is uninformative with at most 5 classes; empty otherwise (or when unknown)."""
+    if n_classes is None or n_classes > TOP5_MAX_UNINFORMATIVE:
+        return ""
+    return (f"Top-5 accuracy is uninformative here: with {n_classes} classes (≤ {TOP5_MAX_UNINFORMATIVE}) the 5 "
+            f"most voted classes are every class that got a vote, so a crop counts as right whenever a single one "
+            f"of its k neighbours carries the true label.")
+
+
+def summary_rows(level: float = 0.95, n_classes: int | None = None) -> list[dict[str, str]]:
     """:data:`~dejavu.metrics.schema.SUMMARY_ROWS` as the numbers tables show them (the interval's
-    label names its level, ``metrics.ci_level``)."""
+    label names its level, ``metrics.ci_level``; top-5 rows are marked uninformative when
+    :func:`top5_note` says so)."""
+    uninformative = bool(top5_note(n_classes))
     rows = []
     for row in SUMMARY_ROWS:
         label = row.label
         if row.format == "interval" and row.label.startswith("gap "):
             label = f"gap {100 * level:.0f} % bootstrap interval"
+        if uninformative and row.key in TOP5_KEYS:
+            label += f" (uninformative with {n_classes} classes, see below)"
         rows.append({"label": label, "key": row.key, "format": row.format})
     return rows
 
 
-def numbers_data(metrics: Mapping[str, Any], level: float) -> dict[str, Any]:
+def _direction_summaries(summary: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The per-direction summaries a summary rests on: a pooled one's directions, or itself."""
+    directions = summary.get("directions")
+    return list(directions.values()) if directions else [summary]
+
+
+def _count(value: float) -> str:
+    # Expected counts are fractional only where votes tie; whole ones are written as integers.
+    return str(round(value)) if abs(value - round(value)) < 1e-6 else f"{value:.1f}"
+
+
+def subset_sizes(summary: Mapping[str, Any]) -> dict[str, str]:
+    """The crops behind each subset figure of a summary, by key: ``n = …`` for the rows on the p % most
+    confident crops (each direction's own cut, summed when pooled), ``… of N`` for the partition's shares
+    (the expected number of crops in the part, summed over directions, of all attacked crops)."""
+    parts = _direction_summaries(summary)
+    sizes = [int(d["n_attacked"]) for d in parts]
+    out: dict[str, str] = {}
+    for row in SUMMARY_ROWS:
+        fraction = next((f for suffix, f in TOP_FRACTIONS.items() if row.key.endswith(suffix)), None)
+        if fraction is not None:
+            out[row.key] = f"n = {sum(n_most_confident(n, fraction) for n in sizes)}"
+        elif row.key in PARTS:
+            shares = [number_or_nan(d.get(row.key)) for d in parts]
+            expected = sum(share * n for share, n in zip(shares, sizes) if n and not math.isnan(share))
+            out[row.key] = f"{_count(expected)} of {sum(sizes)}"
+    return out
+
+
+def numbers_columns(named: Sequence[tuple[str, Mapping[str, Any]]]) -> list[dict[str, Any]]:
+    """Columns of a numbers table: its name, the summary, and :func:`subset_sizes`."""
+    return [{"name": name, "summary": summary, "n": subset_sizes(summary)} for name, summary in named]
+
+
+SUBSET_NOTE = ("In brackets: the crops a figure rests on (n = the most confident crops behind a top-p % accuracy, "
+               "each model ranking by its own confidence; for a partition share, the expected number of crops in "
+               "the part of all attacked crops). Pooled: both directions' crops together; the pooled share is "
+               "the mean of the two directions' shares, so it can differ slightly from the ratio of the counts.")
+
+
+def numbers_data(metrics: Mapping[str, Any], level: float, n_classes: int | None = None) -> dict[str, Any]:
     directions = [(f"direction {name}", detail) for name, detail in metrics["directions"].items()]
-    return {"rows": summary_rows(level), "pooled": [("pooled attack", metrics)], "directions": directions}
+    return {"rows": summary_rows(level, n_classes), "pooled": numbers_columns([("pooled attack", metrics)]),
+            "directions": numbers_columns(directions), "subset_note": SUBSET_NOTE, "top5_note": top5_note(n_classes)}
 
 
-def control_data(metrics: Mapping[str, Any], level: float) -> dict[str, Any]:
+def control_data(metrics: Mapping[str, Any], level: float, n_classes: int | None = None) -> dict[str, Any]:
     control = metrics["control"]
     if not control["conclusive"]:
         state = "inconclusive"
     else:
         state = "zero" if control["indistinguishable_from_zero"] else "nonzero"
-    columns: Columns = [("control pooled", control)] + [
+    columns = [("control pooled", control)] + [
         (f"{name} ({'T1 plays A: target A' if name == 'T1' else 'T2 plays B: target B'})", detail)
         for name, detail in control["directions"].items()
     ]
     return {"state": state, "n_attacked": control["n_attacked"], "gap": control["gap"],
-            "p": control["mcnemar_p"], "rows": summary_rows(level), "columns": columns}
+            "p": control["mcnemar_p"], "rows": summary_rows(level, n_classes), "columns": numbers_columns(columns),
+            "top5_note": top5_note(n_classes)}
 
 
 def membership_data(metrics: Mapping[str, Any], figure: Mapping[str, str] | None) -> dict[str, Any]:
@@ -123,7 +185,7 @@ def per_class_data(metrics: Mapping[str, Any]) -> dict[str, Any]:
              points(number_or_nan(e["target_acc"]) - number_or_nan(e["reference_acc"])),
              pct(e.get("memorized")), pct(e.get("correlated")), pct(e.get("misrepresented")),
              pct(e.get("unassociated"))] for e in metrics.get("per_class") or []]
-    header = ["class", "attacked", "target acc", "reference acc", "gap (points)", "memorized", "correlated",
+    header = ["class", "n (attacked crops)", "target acc", "reference acc", "gap (points)", "memorized", "correlated",
               "misrepresented", "unassociated"]
     return {"header": header, "rows": rows}
 
@@ -151,7 +213,8 @@ def split_data(run: Run, metrics: Mapping[str, Any], table: ImageTable) -> dict[
                        "ok" if checks.get("all_ids_in_dataset") else "FAIL"])
     return {"how": how, "per_class": json.dumps(split.get("per_class", {})), "rows": rows,
             "checks_ok": bool(checks.get("ok")), "check_rows": check_rows,
-            "leakage": leakage_data(split.get("leakage")), "reasons": _skip_reasons(run, table)}
+            "leakage": leakage_data(split.get("leakage"), table, checks.get("pairwise_disjoint")),
+            "reasons": _skip_reasons(run, table)}
 
 
 def _count_range(counts: Sequence[int] | None) -> str:
@@ -159,28 +222,6 @@ def _count_range(counts: Sequence[int] | None) -> str:
         return ""
     present = [c for c in counts if c] or [0]
     return f"{min(present)}" if min(present) == max(present) else f"{min(present)}–{max(present)}"
-
-
-def leakage_data(leakage: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """The leakage checks of the split: exact duplicates (content hash) and near-duplicates (perceptual hash)."""
-    if not leakage:
-        return None
-    exact, near = leakage.get("exact", {}), leakage.get("near", {})
-    rows = [["exact duplicates across sets (SHA-256 of the file)", exact.get("pairs", 0),
-             "ok" if not exact.get("pairs") else "FAIL"]]
-    if near.get("enabled", True):
-        rows.append([f"near-duplicates across sets (perceptual hash, ≤ {near.get('max_distance')} bits)",
-                     near.get("pairs", 0), "ok" if not near.get("pairs") else "FAIL"])
-    else:
-        rows.append(["near-duplicates across sets", "check disabled", "-"])
-    rows.append(["duplicates dropped before splitting", leakage.get("dropped_before_split", 0), "-"])
-    examples = [*exact.get("examples", []), *near.get("examples", [])][:10]
-    return {"ok": bool(leakage.get("ok")), "rows": rows,
-            "examples": [" ".join(str(v) for v in example) for example in examples]}
-
-
-def leakage_html(leakage: Mapping[str, Any] | None) -> str:
-    return render("section_leakage.html", leakage=leakage_data(leakage))
 
 
 def _skip_reasons(run: Run, table: ImageTable) -> list[list[Any]]:

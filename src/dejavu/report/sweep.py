@@ -9,7 +9,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from dejavu.report.figures import PART_COLOURS, REFERENCE_COLOUR, TARGET_COLOUR, _figure, _number, save_png
+from dejavu.report.figures import (PART_COLOURS, REFERENCE_COLOUR, TARGET_COLOUR, TICK_FONTSIZE, _figure, _number,
+                                   legend_outside, panels, save_png)
+from dejavu.metrics.pvalue import format_p
 from dejavu.report.format import format_value
 from dejavu.report.templating import data_uri, render
 from dejavu.runs import atomic_path
@@ -40,51 +42,59 @@ def sweep_figure(rows: Sequence[Mapping[str, Any]], key: str, pooled: bool = Fal
     """Four panels against ``key``: accuracies (target solid, reference dashed) at p = 20 % and 100 %;
     partition shares stacked; the gap (mean over seeds, bars: ± sd) with its 95 % bootstrap band and the
     control; kNN / linear-probe accuracy of model A on T and their train - test gaps. ``pooled``: the rows
-    at one value of ``key`` also span other grid keys' values (the legend says so)."""
+    at one value of ``key`` also span other grid keys' values (the legend says so). Two by two, each
+    legend under its own panel: in one row of four the panels were too narrow for legends beside the data."""
     over = "over seeds and other grid values" if pooled else "over seeds"
     values, groups = _by_value(rows, key)
     x = np.arange(len(values))
-    figure = _figure(12.0, 3.4)
-    axes = figure.subplots(1, 4)
+    figure = _figure(11.0, 8.6)
+    (accuracy_panel, accuracy), (partition_panel, partition), (gap_panel, gap_axes), (conventional_panel, conventional) = \
+        panels(figure, 2, 2)
     for suffix, alpha, label in (("_top20", 1.0, "p = 20 %"), ("", 0.45, "p = 100 %")):
         for role, colour, style in (("target", TARGET_COLOUR, "-"), ("reference", REFERENCE_COLOUR, "--")):
             mean, low, high = _series(groups, values, f"{role}_acc{suffix}")
-            axes[0].plot(x, 100 * mean, color=colour, ls=style, marker="o", alpha=alpha, label=f"{role}, {label}")
-            axes[0].fill_between(x, 100 * low, 100 * high, color=colour, alpha=0.12 * alpha)
-    axes[0].set_ylabel("label inference accuracy (%)")
-    axes[0].legend(fontsize=6)
+            accuracy.plot(x, 100 * mean, color=colour, ls=style, marker="o", alpha=alpha, label=f"{role}, {label}")
+            accuracy.fill_between(x, 100 * low, 100 * high, color=colour, alpha=0.12 * alpha)
+    accuracy.set_ylabel("label inference accuracy (%)")
+    legend_outside(accuracy_panel, accuracy, ncols=2)
     bottom = np.zeros(len(values))
     for part in ("correlated", "misrepresented", "memorized"):
         share = 100 * _series(groups, values, part)[0]
-        axes[1].bar(x, share, bottom=bottom, color=PART_COLOURS[part], label=part)
+        partition.bar(x, share, bottom=bottom, color=PART_COLOURS[part], label=part)
         bottom += share
-    axes[1].set_ylabel("share of attacked crops (%)")
-    axes[1].legend(fontsize=6)
+    partition.set_ylabel("share of attacked crops (%)")
+    legend_outside(partition_panel, partition, ncols=3)
     gap = 100 * _series(groups, values, "gap")[0]
     spread = 100 * np.array([np.nanstd([_number(r["gap"]) for r in groups[str(v)]], ddof=1)
                              if len(groups[str(v)]) > 1 else 0.0 for v in values])
     low = 100 * _series(groups, values, "gap_ci_low")[1]
     high = 100 * _series(groups, values, "gap_ci_high")[2]
-    axes[2].errorbar(x, gap, yerr=spread, color="#d62728", marker="o", capsize=3, label=f"gap (target − reference), ± sd {over}")
-    axes[2].fill_between(x, low, high, color="#d62728", alpha=0.2, label=f"95 % interval (widest {over})")
-    axes[2].plot(x, 100 * _series(groups, values, "control_gap")[0], color="#7f7f7f", ls=":", marker=".", label="control gap")
-    axes[2].axhline(0, color="black", lw=0.6)
-    axes[2].set_ylabel("points")
-    axes[2].legend(fontsize=6)
+    gap_axes.errorbar(x, gap, yerr=spread, color="#d62728", marker="o", capsize=3,
+                      label=f"gap (target − reference), ± sd {over}")
+    gap_axes.fill_between(x, low, high, color="#d62728", alpha=0.2, label=f"95 % interval (widest {over})")
+    gap_axes.plot(x, 100 * _series(groups, values, "control_gap")[0], color="#7f7f7f", ls=":", marker=".",
+                  label="control gap")
+    gap_axes.axhline(0, color="black", lw=0.6)
+    gap_axes.set_ylabel("gap (points)")
+    legend_outside(gap_panel, gap_axes, ncols=1)
     for metric, colour, label in (("knn", "#17becf", "kNN"), ("linear_probe", "#bcbd22", "linear probe")):
         if not any(f"backbone_{metric}_test" in row for row in rows):
             continue
-        axes[3].plot(x, 100 * _series(groups, values, f"backbone_{metric}_test")[0], color=colour, marker="o",
-                     label=f"{label} on T")
-        axes[3].plot(x, 100 * _series(groups, values, f"backbone_{metric}_gap")[0], color=colour, ls="--",
-                     marker=".", label=f"{label}, train − T")
-    axes[3].axhline(0, color="black", lw=0.6)
-    axes[3].set_ylabel("model A, backbone (%)")
-    axes[3].legend(fontsize=6)
-    for ax in axes:
-        ax.set_xticks(x, [str(v) for v in values], fontsize=7)
-        ax.set_xlabel(key)
-        ax.grid(alpha=0.3)
+        conventional.plot(x, 100 * _series(groups, values, f"backbone_{metric}_test")[0], color=colour, marker="o",
+                          label=f"{label} on T")
+        conventional.plot(x, 100 * _series(groups, values, f"backbone_{metric}_gap")[0], color=colour, ls="--",
+                          marker=".", label=f"{label}, train − T")
+    conventional.axhline(0, color="black", lw=0.6)
+    conventional.set_ylabel("model A, backbone (%)")
+    legend_outside(conventional_panel, conventional, ncols=2)
+    labels = [str(v) for v in values]
+    # Long values (layer names, methods, several of them) collide on a panel half the figure wide.
+    rotation = 30 if sum(len(label) + 2 for label in labels) > 40 else 0
+    for axes in (accuracy, partition, gap_axes, conventional):
+        axes.set_xticks(x, labels, fontsize=TICK_FONTSIZE, rotation=rotation, ha="right" if rotation else "center")
+        axes.tick_params(axis="y", labelsize=TICK_FONTSIZE)
+        axes.set_xlabel(key)
+        axes.grid(alpha=0.3)
     return figure
 
 
@@ -107,23 +117,43 @@ RUNS_HEADER = ["seed", "target / reference acc", "gap [95 % CI]", "McNemar p", "
                "kNN / probe on T (A)", "report"]
 
 
-def _summary_rows(keys: Sequence[str], summary: Sequence[Mapping[str, Any]]) -> list[list[str]]:
-    return [[*_values(entry, keys), " ".join(map(str, entry["seeds"])), _pm(entry, "gap", signed=True),
-             f"{_pm(entry, 'target_acc')} / {_pm(entry, 'reference_acc')}", _pm(entry, "memorized"),
-             _pm(entry, "auc", 1.0, digits=3), _pm(entry, "control_gap", signed=True),
-             f"{_pm(entry, 'backbone_knn_test')} / {_pm(entry, 'backbone_linear_probe_test')}", entry["verdict"]]
+def _cell(text: str, css: str = "num", title: str = "") -> dict[str, Any]:
+    """A table cell. A value split over two lines ("0.504 ±" / "0.039") reads as two values, so ``num``
+    cells (a value, "mean ± sd", an interval) never wrap; ``num pair`` cells ("target / reference") wrap
+    only between their two values, which keeps the points' table within a desktop page; ``text`` cells
+    (the verdict) wrap anywhere."""
+    return {"parts": [text], "class": css, "title": title}
+
+
+def _pair(first: str, second: str) -> dict[str, Any]:
+    return {**_cell(first, "num pair"), "parts": [first, second]}
+
+
+def _pct(value: Any) -> str:
+    return f"{100 * _number(value):.1f} %"
+
+
+def _summary_rows(keys: Sequence[str], summary: Sequence[Mapping[str, Any]]) -> list[list[dict[str, str]]]:
+    return [[*map(_cell, _values(entry, keys)),
+             # How many seeds back the mean ± sd is what the column is read for; the ids are in the runs table.
+             _cell(str(len(entry["seeds"])), title="seed ids: " + ", ".join(map(str, entry["seeds"]))),
+             _cell(_pm(entry, "gap", signed=True)), _pair(_pm(entry, "target_acc"), _pm(entry, "reference_acc")),
+             _cell(_pm(entry, "memorized")), _cell(_pm(entry, "auc", 1.0, digits=3)),
+             _cell(_pm(entry, "control_gap", signed=True)),
+             _pair(_pm(entry, "backbone_knn_test"), _pm(entry, "backbone_linear_probe_test")),
+             _cell(entry["verdict"], "text")]
             for entry in summary]
 
 
 def _run_row(keys: Sequence[str], row: Mapping[str, Any]) -> dict[str, Any]:
-    """One point's cells (text) and the relative link to its report."""
+    """One point's cells and the relative link to its report."""
     cells = [
-        *_values(row, [*keys, "seed"]),
-        f"{100 * _number(row['target_acc']):.1f} % / {100 * _number(row['reference_acc']):.1f} %",
-        f"{100 * _number(row['gap']):+.1f} [{100 * _number(row['gap_ci_low']):+.1f}, {100 * _number(row['gap_ci_high']):+.1f}]",
-        f"{_number(row['mcnemar_p']):.2g}", f"{100 * _number(row['memorized']):.1f} %", f"{_number(row.get('auc')):.3f}",
-        f"{100 * _number(row['control_gap']):+.1f}",
-        f"{100 * _number(row.get('backbone_knn_test')):.1f} % / {100 * _number(row.get('backbone_linear_probe_test')):.1f} %",
+        *map(_cell, _values(row, [*keys, "seed"])), _pair(_pct(row["target_acc"]), _pct(row["reference_acc"])),
+        _cell(f"{100 * _number(row['gap']):+.1f} [{100 * _number(row['gap_ci_low']):+.1f}, "
+              f"{100 * _number(row['gap_ci_high']):+.1f}]"),
+        _cell(format_p(_number(row['mcnemar_p']))), _cell(_pct(row["memorized"])), _cell(f"{_number(row.get('auc')):.3f}"),
+        _cell(f"{100 * _number(row['control_gap']):+.1f}"),
+        _pair(_pct(row.get("backbone_knn_test")), _pct(row.get("backbone_linear_probe_test"))),
     ]
     return {"cells": cells, "report": str(row["report"])}
 

@@ -147,7 +147,9 @@ def stage_neighbours(run: Run) -> Path:
 EMBED = Stage(
     "embed", stage_embed, reads=("data", "split", "crops", "train_A", "train_B"), keys=("attack.layer", "attack.embedding_dtype", *ENCODER_KEYS),
     seeds=("train",), also_reads=SPEED_KEYS, outputs=("embeddings",),
+    description="embed X's full images and the crops of A, B and T with both models, at attack.layer",
 )
 NEIGHBOURS = Stage(
     "neighbours", stage_neighbours, reads=("embed",), keys=("attack.k", "attack.backend"), outputs=("neighbours",),
+    description="the k nearest public neighbours (in X) of every crop, in each model's embedding space",
 )

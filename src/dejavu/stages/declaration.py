@@ -39,6 +39,8 @@ class Stage:
       folder, so it is always written anew).
     - ``every_process``: in a distributed run every process runs it (training: each computes its share
       of the batch); other stages run on rank zero while the rest wait.
+    - ``description``: one line for the user, what it computes (its outputs are added from ``outputs``):
+      the help of its CLI command.
 
     Example:
         >>> Stage("neighbours", stage_neighbours, reads=("embed",), keys=("attack.k", "attack.backend"),
@@ -55,6 +57,7 @@ class Stage:
     command: str = ""
     adoptable: bool = True
     every_process: bool = False
+    description: str = field(default="", compare=False)
 
     @property
     def cli_command(self) -> str:

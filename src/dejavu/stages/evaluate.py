@@ -77,4 +77,5 @@ EVALUATE = Stage(
     "evaluate", stage_evaluate, reads=("data", "split", "train_A", "train_B"),
     keys=("attack.layer", "attack.backend", "evaluate", *ENCODER_KEYS), seeds=("train",),
     also_reads=SPEED_KEYS, outputs=("evaluation.json",),
+    description="the models' conventional metrics: kNN accuracy and a linear probe, on T and on their training images",
 )

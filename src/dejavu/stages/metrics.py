@@ -49,4 +49,5 @@ METRICS = Stage(
     also_reads={"attack.k": "checked against the neighbours' files (an edited file with fewer columns would vote "
                             "on fewer neighbours); the neighbours stage's token already carries its value"},
     outputs=("metrics.json", "samples.csv", "control_samples.csv"),
+    description="votes, accuracies, deja vu score, partition, McNemar test, bootstrap interval, ROC, negative control",
 )

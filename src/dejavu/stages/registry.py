@@ -28,9 +28,12 @@ REPORT = Stage(
     "report", stage_report,
     reads=("data", "split", "crops", "train_A", "train_B", "evaluate", "sanity", "neighbours", "metrics"),
     keys=("*",), outputs=("report.html", "figures"), adoptable=False,
+    description="the self-contained HTML report: verdict, accuracy curves, partition, statistics, control, gallery",
 )
 
-STAGES: tuple[Stage, ...] = (DATA, SPLIT, CROPS, TRAIN["A"], TRAIN["B"], EMBED, EVALUATE, SANITY, NEIGHBOURS, METRICS, REPORT)
+STAGES: tuple[Stage, ...] = (
+    DATA, SPLIT, CROPS, TRAIN["A"], TRAIN["B"], EMBED, EVALUATE, SANITY, NEIGHBOURS, METRICS, REPORT,
+)
 STAGE_BY_NAME = {stage.name: stage for stage in STAGES}
 # CLI subcommand -> the stages it re-runs (train: both models).
 COMMANDS: dict[str, list[str]] = {}
@@ -41,6 +44,8 @@ for _stage in STAGES:
 def _check_order() -> None:
     seen: set[str] = set()
     for stage in STAGES:
+        if not stage.description:  # the help of its CLI command
+            raise AssertionError(f"stage '{stage.name}' declares no description")
         unknown = [name for name in stage.reads if name not in seen]
         if unknown:
             raise AssertionError(f"stage '{stage.name}' reads {unknown}, which do not run before it")

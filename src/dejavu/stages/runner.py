@@ -7,6 +7,7 @@ run resumes where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -18,6 +19,7 @@ import faiss
 import torch
 
 from dejavu.config import Config
+from dejavu.cpus import usable_cpus
 from dejavu.errors import ConfigError, ResourceError, os_error_message
 from dejavu.runs import Run
 from dejavu.stages.declaration import Stage, fingerprint
@@ -50,19 +52,25 @@ def finished_stages_hold(run: Run) -> bool:
 
 
 def set_threads(config: Config) -> None:
+    """Size torch's and faiss's thread pools to the CPUs this process may use (``dejavu.cpus``), not the
+    machine's count; ``threads`` > 0 chooses the count."""
     # Processes of a distributed CPU run share the cores (on GPUs they hardly use them, and rank zero runs
     # the other stages alone, so it keeps them all).
     per_node = 1 if torch.cuda.is_available() else int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    usable = usable_cpus()
     if config.threads > usable:
         # More threads than cores only makes them wait for each other (and tens of thousands exhaust memory).
         raise ConfigError(
             f"config key 'threads' = {config.threads}: this process may use {usable} CPU{'s' if usable > 1 else ''}; "
             f"use 0 (all of them) or a count from 1 to {usable}"
         )
-    threads = config.threads or max(1, (os.cpu_count() or 1) // per_node)
+    threads = config.threads or max(1, usable // per_node)
     torch.set_num_threads(threads)
     faiss.omp_set_num_threads(threads)
+    # No stage runs operators side by side (torch.jit.fork), so the inter-op pool needs no thread per
+    # core; torch accepts the setting only before its first inter-op work, hence once per process.
+    with contextlib.suppress(RuntimeError):
+        torch.set_num_interop_threads(1)
 
 
 def run_stage(run: Run, name: str, force: bool = False, log: Callable[[str], None] = print) -> Path | None:

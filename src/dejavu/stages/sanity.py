@@ -41,4 +41,5 @@ def stage_sanity(run: Run) -> Path:
 SANITY = Stage(
     "sanity", stage_sanity, reads=("data", "split", "train_A", "train_B", "embed", "evaluate"),
     keys=("train.method", "attack.epoch"), outputs=("sanity.json",),
+    description="the gates a verdict needs: losses finite and falling, embeddings not collapsed, accuracy above chance",
 )

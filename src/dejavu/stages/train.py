@@ -33,6 +33,7 @@ def _training(model: str) -> Stage:
         f"train_{model}", partial(stage_train, model=model), reads=("data", "split"),
         keys=("train", "data.input_size", "data.image_size"), seeds=("train",), outputs=(f"models/{model}",),
         command="train", every_process=True,
+        description="train the target model on A and the reference on B, same recipe and seed (--model A|B: one)",
     )
 
 

@@ -1,0 +1,42 @@
+"""The valid dotted config keys, and the one a misspelled key most likely meant."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+from typing import Any
+
+from dejavu.config.checks import field_types
+
+
+@functools.cache
+def dotted_keys(cls: type, prefix: str = "") -> tuple[str, ...]:
+    """Every key under the section ``cls``, sections and leaves: ``train``, ``train.epochs``, ``train.vicreg.sim_weight``."""
+    keys: list[str] = []
+    hints = field_types(cls)
+    for f in dataclasses.fields(cls):
+        key = prefix + f.name
+        keys.append(key)
+        if dataclasses.is_dataclass(hints[f.name]):
+            keys += dotted_keys(hints[f.name], key + ".")
+    return tuple(keys)
+
+
+def nearest_key(root: type, prefix: str, name: str, value: Any) -> str | None:
+    """The valid key that the unknown ``prefix + name`` (holding ``value``) most likely meant.
+
+    A near name in the same section (``train.epoch`` -> ``train.epochs``), else the same name in the one
+    other section that has it (``epochs`` at the top level -> ``train.epochs``); a misspelled section is
+    followed into the keys given under it (``trian.epoch`` -> ``train.epochs``). Only names are compared,
+    never whole dotted paths: a shared ``train.`` would make any two keys of a section look alike.
+    """
+    keys = dotted_keys(root)
+    siblings = [key[len(prefix):] for key in keys if key.startswith(prefix) and "." not in key[len(prefix):]]
+    close = difflib.get_close_matches(name, siblings, n=1, cutoff=0.75)
+    same = [key for key in keys if key.rsplit(".", 1)[-1] == name]
+    meant = prefix + close[0] if close else same[0] if len(same) == 1 else None
+    if meant is None or not isinstance(value, dict) or len(value) != 1:
+        return meant
+    (inner, inner_value), = value.items()
+    return nearest_key(root, meant + ".", inner, inner_value) or meant
