@@ -13,8 +13,16 @@ from safetensors.torch import load_file, save_file
 from scipy.stats import binomtest
 
 from dejavu.cli import main
+from dejavu.metrics.pvalue import format_p
 from dejavu.metrics.sanity import (
-    MIN_RELATIVE_SPREAD, accuracy_check, class_checks, embedding_checks, loss_checks, no_verdict, spread, summary,
+    MIN_RELATIVE_SPREAD,
+    accuracy_check,
+    class_checks,
+    embedding_checks,
+    loss_checks,
+    no_verdict,
+    spread,
+    summary,
 )
 from tests.conftest import TINY, resign
 
@@ -81,7 +89,7 @@ def test_accuracy_must_beat_the_most_frequent_class():
     assert not accuracy_check(0.12, labels, "A", "kNN").passed
     good = accuracy_check(0.25, labels, "A", "kNN")
     assert good.passed
-    assert f"p = {binomtest(25, 100, 0.1, alternative='greater').pvalue:.2g}" in good.detail
+    assert f"p = {format_p(binomtest(25, 100, 0.1, alternative='greater').pvalue)}" in good.detail
     # 90 % of one class: 85 % accuracy is below always answering it.
     skewed = np.array([0] * 90 + [1] * 10)
     assert not accuracy_check(0.85, skewed, "B", "probe").passed
