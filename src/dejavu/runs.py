@@ -363,8 +363,16 @@ def folder_lock(root: str | Path, command: str = "dejavu") -> Iterator[None]:
     try:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
-        handle.seek(0)
-        holder = handle.read().strip() or "another process"
+        # The holder writes its name just after taking the lock: a process refused in that instant
+        # waits a moment for it rather than naming no one.
+        holder = ""
+        for _ in range(40):
+            handle.seek(0)
+            holder = handle.read().strip()
+            if holder:
+                break
+            time.sleep(0.025)
+        holder = holder or "another process"
         handle.close()
         if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
             raise RunFolderError(
