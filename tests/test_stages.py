@@ -61,6 +61,9 @@ def allowed_keys(stage, config) -> set[str]:
     for key in stage.keys:
         if key == ALL:
             allowed |= _leaves(dataclasses.asdict(config), "")
+        elif lookup(tree, key) is None:
+            # A section that does not act (no audit: model.*): the stage reads the keys that say so.
+            allowed |= _leaves(lookup(dataclasses.asdict(config), key), f"{key}.")
         else:
             allowed |= _leaves(lookup(tree, key), f"{key}.")
     return allowed

@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 
 from dejavu.config import Config, choices, config_from_dict, load_config, resolve_config
+from dejavu.api import refuse_trained_folder
 from dejavu.config.shipped import description, is_study, shipped_configs, shipped_folder
 from dejavu.data.examples import write_examples
 from dejavu.errors import ConfigError, DejavuError, RunFolderError, os_error_message
@@ -41,6 +42,23 @@ def _parser() -> argparse.ArgumentParser:
     _common(run_parser)
     _resume(run_parser)
     _slurm(run_parser)
+    audit = sub.add_parser(
+        "audit", allow_abbrev=False,
+        help="the test on models trained elsewhere: load --target (trained on A) and --reference (on B) from "
+             "checkpoints and run every stage after the split on them",
+        description="The deja vu test on models trained elsewhere: every stage of `run`, with the models loaded from "
+                    "checkpoints (a state dict .pth/.pt, safetensors, TorchScript, the layouts of common SSL trainers; "
+                    "model.factory=package.module:function for any other) instead of trained. Train them on the lists "
+                    "`dejavu split` writes in RUN/data/export/ (train_A.txt, train_B.txt); the folder's split is used "
+                    "(made first when it has none).")
+    _common(audit)
+    audit.add_argument("--target", required=True, metavar="PATH",
+                       help="model.target: the target's checkpoint (trained on A and the shared set)")
+    audit.add_argument("--reference", required=True, metavar="PATH",
+                       help="model.reference: the reference's checkpoint (trained on B and the shared set, same recipe)")
+    audit.add_argument("--arch", metavar="NAME",
+                       help="model.arch: convnet, resnet18/50/101, vit_tiny/small/base or timm:NAME (default: the "
+                            "config's train.backbone with its train.* settings)")
     sweep = sub.add_parser("sweep", allow_abbrev=False,
                            help="a study: one run per point of one or more grids of config keys (x seeds); points "
                                 "that differ only after training share it; CSVs, figures and an index.html "
@@ -172,6 +190,11 @@ def _shorthand_overrides(args: argparse.Namespace) -> list[str]:
         extra.append(f"data.annotations={json.dumps(str(Path(args.boxes).expanduser().resolve()))}")
     if args.per_class is not None:
         extra += [f"split.a_per_class={args.per_class}", f"split.b_per_class={args.per_class}"]
+    for option, key in (("target", "model.target"), ("reference", "model.reference")):
+        if getattr(args, option, None):
+            extra.append(f"{key}={json.dumps(str(Path(getattr(args, option)).expanduser().resolve()))}")
+    if getattr(args, "arch", None):
+        extra.append(f"model.arch={json.dumps(args.arch)}")
     return extra
 
 
@@ -265,6 +288,8 @@ def _dispatch(command: str, args: argparse.Namespace) -> int:
     args.overrides = [*args.overrides, *_shorthand_overrides(args)]
 
     out = _default_out(args)
+    if command == "audit":
+        refuse_trained_folder(out)
     config = _config_for(command, args, out)
     # Launch problems surface now, not after hours of data stages.
     distributed.local_batch(config.train.batch_size)
@@ -293,7 +318,7 @@ def _config_for(command: str, args: argparse.Namespace, out: Path) -> Config:
             raise RunFolderError(f"{saved}: {exc} (a run folder of an older dejavu? start a new --out)") from None
         print(f"dejavu {command}: using the config saved in {saved}" + (" with the overrides given" if args.overrides else ""))
         return config
-    if command != "run" and args.config is None and not args.overrides:
+    if command not in ("run", "audit") and args.config is None and not args.overrides:
         # A stage command alone on a folder with no run would otherwise start the whole default demo.
         raise RunFolderError(
             f"'{out}' holds no dejavu run (no config.json): start one with `dejavu run --out {out}` (add --config "
@@ -309,7 +334,7 @@ def _work(command: str, args: argparse.Namespace, run: Run) -> int:
     print(f"dejavu {command}: run folder {out.resolve()}")
     start = time.perf_counter()
     code = 0
-    if command == "run":
+    if command in ("run", "audit"):
         run_all(run)
         if distributed.is_main():
             code = _print_summary(run)

@@ -91,6 +91,19 @@ def load_history(run: Run, model: str) -> dict[str, Any]:
     return history
 
 
+def load_source(run: Run, model: str) -> dict[str, Any]:
+    """``models/<model>/source.json`` of an audit: an object naming the checkpoint loaded (``path``, ``sha256``,
+    ``format``, ``arch``) and the embedding ``widths`` per layer."""
+    path, advice = run.model_dir(model) / "source.json", redo(run.root, f"train --model {model}")
+    source = read_artifact_json(path, advice)
+    fields = {"path": str, "sha256": str, "format": str, "arch": str, "widths": dict}
+    wrong = [key for key, kind in fields.items() if not isinstance(source, dict) or not isinstance(source.get(key), kind)]
+    if wrong:
+        raise refuse(path, f"holds {describe(source)} without a valid '{wrong[0]}'",
+                     "the object an audit's train stage writes", advice)
+    return source
+
+
 def load_sanity(run: Run) -> dict[str, Any]:
     """``sanity.json``: ``passed`` (a boolean), ``failures`` (sentences) and ``checks`` (objects with
     ``name``, ``subject``, ``passed`` and ``detail``)."""

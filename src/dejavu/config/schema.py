@@ -226,6 +226,45 @@ class AttackConfig:
 
 
 @dataclass
+class ModelConfig:
+    """Models trained elsewhere, audited by ``dejavu audit``: their checkpoints, network and input."""
+
+    # The target's checkpoint (trained on data/export/train_A.txt); "": dejavu trains the target itself.
+    target: str = ""
+    # The reference's checkpoint (trained on train_B.txt with the target's recipe).
+    reference: str = ""
+    # The network the weights fit: "" = train.backbone with its train.* settings (widths, stem, patch_size),
+    # a dejavu backbone name, or "timm:NAME" (pip install -e '.[timm]'; weights from the file only).
+    arch: str = ""
+    # "package.module:function" returning the nn.Module (called without arguments); its output is the
+    # backbone embedding. The checkpoint, when given, is loaded into it (a TorchScript file needs neither).
+    factory: str = ""
+    # Where the weights are inside the file: "" finds them (state_dict, model, teacher, student, ...), or a
+    # dotted path such as "student".
+    key: str = ""
+    # "auto": the checkpoint's projector when it holds one (its widths read from the weights); "none": the
+    # backbone only; or the widths, e.g. "2048-2048-2048".
+    projector: str = "auto"
+    # false: keys the network does not have are dropped, and missing ones left at their initial values
+    # (reported; the sanity gates judge the result).
+    strict: bool = True
+    # The side the network sees (0: data.input_size), its normalisation, and whether it sees the whole
+    # square ("full") or its central crop_fraction ("center_crop", as torchvision's resize 256 / crop 224).
+    image_size: Annotated[int, at_least(0, "0 (data.input_size) or a side in pixels"), at_most(4096, "a side in pixels")] = 0
+    mean: Annotated[list[float], Check(lambda v: len(v) == 3, "3 numbers (R, G, B)")] = field(
+        default_factory=lambda: [0.5, 0.5, 0.5])
+    std: Annotated[list[float], Check(lambda v: len(v) == 3 and min(v) > 0, "3 positive numbers (R, G, B)")] = field(
+        default_factory=lambda: [0.25, 0.25, 0.25])
+    resize: Literal["full", "center_crop"] = "full"
+    crop_fraction: Annotated[float, within("(0, 1]", "a fraction")] = 0.875
+
+    @property
+    def audited(self) -> bool:
+        """Whether the models come from files (``dejavu audit``) rather than from dejavu's training."""
+        return bool(self.target or self.reference)
+
+
+@dataclass
 class EvaluateConfig:
     """Conventional metrics next to memorization: kNN accuracy and a linear probe on full images."""
 
@@ -261,6 +300,7 @@ class Config:
     crop: CropConfig = field(default_factory=CropConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     report: ReportConfig = field(default_factory=ReportConfig)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from dejavu.config.checks import check_fields
-from dejavu.config.schema import Config, keeps_epoch
+from dejavu.config.schema import Config, choices, keeps_epoch
 from dejavu.config.specs import check_layer, parse_projector_spec, resolve_patch_size
 from dejavu.errors import ConfigError
 
@@ -25,7 +25,7 @@ def validate(config: Config) -> None:
     every section, those of the methods not selected too; what involves several keys is below.
     """
     check_fields(config)
-    for check in (_check_dataset, _check_split, _check_network, _check_attack_epoch):
+    for check in (_check_dataset, _check_split, _check_network, _check_attack_epoch, _check_model):
         check(config)
 
 
@@ -109,7 +109,14 @@ def _check_network(config: Config) -> None:
             f"(train.widths halves the resolution {len(t.widths)} times): use at least {2 ** len(t.widths)}"
         )
     parse_projector_spec(t.projector)
-    check_layer(config.attack.layer, t.projector)
+    projector = config.model.projector
+    if not config.model.audited:
+        check_layer(config.attack.layer, t.projector)
+    elif projector == "none":
+        check_layer(config.attack.layer, "")
+    elif projector != "auto":
+        check_layer(config.attack.layer, projector)
+    # (model.projector=auto: the layers exist once the checkpoint says what projector it holds)
     if t.backbone.startswith("vit"):
         resolve_patch_size(t.patch_size, d.input_size)
         if t.method == "dino" and t.dino.local_crops:
@@ -139,3 +146,40 @@ def _check_attack_epoch(config: Config) -> None:
             f"(train.epochs = {t.epochs}, train.checkpoint_every = {t.checkpoint_every}); choose one of those, "
             f"or set train.checkpoint_every to a divisor of it (e.g. train.checkpoint_every={a.epoch})"
         )
+
+
+def _check_model(config: Config) -> None:
+    """An audit's checkpoints and network, named consistently (the files themselves are read by its stages)."""
+    m = config.model
+    if m.reference and not m.target:
+        raise ConfigError("config key 'model.reference' is set but 'model.target' is empty: the audit needs the "
+                          "target's checkpoint (model.target=PATH, or --target PATH)")
+    if not m.audited:
+        return
+    if not m.reference:
+        # The one-model test (a correlation classifier as the reference, dejavu.evaluate.correlation) is
+        # not wired into the stages yet: an audit needs both models.
+        raise ConfigError("config key 'model.reference' is empty: an audit compares the target with a reference "
+                          "model of the same recipe trained on B (data/export/train_B.txt in the run folder); give "
+                          "its checkpoint with --reference PATH (the one-model test without it is not available yet)")
+    if config.attack.epoch:
+        raise ConfigError(f"config key 'attack.epoch' = {config.attack.epoch} picks a checkpoint of dejavu's own "
+                          "training; an audit reads the files of model.target / model.reference: set attack.epoch=0")
+    if m.factory and (m.factory.count(":") != 1 or not all(m.factory.split(":"))):
+        raise ConfigError(f"config key 'model.factory' = {m.factory!r}: expected 'package.module:function' (a "
+                          "function returning the nn.Module, e.g. mylab.models:build_encoder)")
+    if m.factory and m.arch:
+        raise ConfigError("config keys 'model.factory' and 'model.arch' are both set: the factory builds the network "
+                          "itself; leave model.arch empty")
+    if m.arch.startswith("timm:") and len(m.arch) == len("timm:"):
+        raise ConfigError("config key 'model.arch' = 'timm:': name the timm model, e.g. model.arch=timm:resnet50")
+    if m.projector not in ("auto", "none"):
+        try:
+            parse_projector_spec(m.projector)
+        except ConfigError:
+            raise ConfigError(f"config key 'model.projector' = {m.projector!r}: expected auto, none, or layer "
+                              "widths joined by '-', e.g. 2048-2048") from None
+    valid = choices("train.backbone")  # the backbones dejavu builds
+    if m.arch and not m.arch.startswith("timm:") and m.arch not in valid:
+        raise ConfigError(f"config key 'model.arch' = {m.arch!r}: unknown network; valid: {', '.join(valid)}, "
+                          "timm:NAME, or model.factory=package.module:function for any other")

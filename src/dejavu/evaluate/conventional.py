@@ -43,7 +43,8 @@ class LayerStack(torch.nn.Module):
     def __init__(self, encoder: Encoder, layers: Sequence[str]):
         super().__init__()
         for layer in layers:
-            check_layer(layer, encoder.projector_spec)
+            if layer not in encoder.layers:
+                check_layer(layer, encoder.projector_spec)
         self.encoder = encoder
         self.layers = list(layers)
         self.key = "+".join(self.layers)
@@ -53,13 +54,7 @@ class LayerStack(torch.nn.Module):
         if key != self.key:
             raise ValueError(f"this stack embeds at {self.key!r}, asked for {key!r}")
         features = self.encoder.backbone(images)
-        parts = []
-        for layer in self.layers:
-            if layer == "backbone":
-                parts.append(features)
-                continue
-            depth = len(self.encoder.projector) if layer == "projector" else int(layer.removeprefix("projector"))
-            parts.append(self.encoder.projector[:depth](features))
+        parts = [self.encoder.head(features, layer) for layer in self.layers]
         self.widths = [part.shape[1] for part in parts]
         return torch.cat(parts, dim=1)
 

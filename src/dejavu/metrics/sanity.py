@@ -71,6 +71,22 @@ def loss_checks(history: Sequence[float], subject: str, method: str) -> list[Che
     return checks
 
 
+def weights_check(source: dict[str, Any], subject: str) -> Check:
+    """An audited checkpoint gave every weight of the network (``source.json``'s ``missing``, left at their
+    random initial values by ``model.strict=false``): a partly random network is not the model trained.
+
+    Random features still beat chance, so the other gates may not see it; this one does."""
+    missing = [key for key in source.get("missing") or [] if not key.endswith("num_batches_tracked")]
+    if missing:
+        shown = ", ".join(f"'{key}'" for key in missing[:3])
+        return Check("weights complete", subject, False,
+                     f"{len(missing)} weights of the network were not in '{source.get('path')}' and kept random "
+                     f"values (model.strict=false), e.g. {shown}: not the model that was trained")
+    return Check("weights complete", subject, True,
+                 f"an outside checkpoint ({source.get('format')}, {source.get('loaded', 'all')} tensors loaded; no "
+                 "training history to judge)")
+
+
 def spread(embeddings: np.ndarray) -> tuple[float, float]:
     """(relative spread, effective rank) of a set of embeddings.
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dejavu.config.specs import check_layer, parse_projector_spec
+from dejavu.config.specs import check_layer, layer_names, parse_projector_spec
 from dejavu.models.backbones import build_backbone
 from dejavu.models.heads import projector
 
@@ -40,10 +40,18 @@ class Encoder(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.projector(self.backbone(images))
 
+    @property
+    def layers(self) -> list[str]:
+        """The layers it embeds at (``attack.layer``'s valid values)."""
+        return layer_names(self.projector_spec)
+
     def embed(self, images: torch.Tensor, layer: str) -> torch.Tensor:
         """Embedding at ``layer``: ``"backbone"``, ``"projector"`` (the paper's default) or ``"projectorN"``."""
         check_layer(layer, self.projector_spec)
-        features = self.backbone(images)
+        return self.head(self.backbone(images), layer)
+
+    def head(self, features: torch.Tensor, layer: str) -> torch.Tensor:
+        """The embedding at ``layer`` of the backbone's ``features``."""
         if layer == "backbone":
             return features
         depth = len(self.projector) if layer == "projector" else int(layer.removeprefix("projector"))

@@ -240,8 +240,12 @@ def epoch_note(run: Run) -> str:
 
 
 def training_data(run: Run) -> dict[str, Any]:
-    """The recipe both models share, and each model's loss curve and throughput (from ``history.json``)."""
+    """The recipe both models share, and each model's loss curve and throughput (from ``history.json``); in
+    an audit, the checkpoints loaded (``source.json``: path, size, SHA-256, where the weights were)."""
     t = run.config.train
+    if run.config.model.audited:
+        return {"sources": [_source_row(model, artifacts.load_source(run, model)) for model in ("A", "B")
+                            if (run.model_dir(model) / "source.json").is_file()]}
     histories = {model: artifacts.load_history(run, model)
                  for model in ("A", "B") if (run.model_dir(model) / "history.json").is_file()}
     recipe = (f"{t.method} · {t.backbone} · projector {t.projector} · {t.epochs} epochs · batch {t.batch_size} · "
@@ -254,7 +258,20 @@ def training_data(run: Run) -> dict[str, Any]:
     loss_uri = None
     if losses:
         loss_uri = data_uri(save_png(training_curves(losses, t.method), run.figures_dir / "training_loss.png"))
-    return {"recipe": recipe, "rows": rows, "loss_uri": loss_uri}
+    return {"recipe": recipe, "rows": rows, "loss_uri": loss_uri, "sources": []}
+
+
+def _source_row(model: str, source: dict[str, Any]) -> list[Any]:
+    dropped = source.get("dropped") or []
+    shown = (f"{len(dropped)} ({', '.join(dropped[:3])}{', ...' if len(dropped) > 3 else ''})" if dropped else "0")
+    where = " · ".join(part for part in (source.get("nested") and f"'{source['nested']}'",
+                                          source.get("prefix") and f"prefix '{source['prefix']}'") if part)
+    preprocessing = (f"{source.get('image_size')} px, mean {source.get('mean')}, std {source.get('std')}"
+                     f"{', centre ' + str(source.get('crop_fraction')) if source.get('resize') == 'center_crop' else ''}")
+    return [f"{model} ({source.get('role', '')})", f"{source.get('arch', '')} · projector {source.get('projector', '')}",
+            source.get("path", ""), source.get("bytes", ""), source.get("sha256", ""),
+            f"{source.get('format', '')}{' · ' + where if where else ''}",
+            f"{shown} · {len(source.get('missing') or [])}", preprocessing]
 
 
 def _timing(marker: Path) -> str:

@@ -15,6 +15,7 @@ from dejavu.data.records import index_of_ids
 from dejavu.data.sources import crop_batches, image_source
 from dejavu.errors import CheckpointError, DataError, ModelError
 from dejavu.models.encoder import build_encoder
+from dejavu.models.outside import check_pair, input_side, load_outside
 from dejavu.runs import Run, save_npz
 from dejavu.stages.declaration import Stage, fingerprint
 from dejavu.stages.train import TRAIN
@@ -24,7 +25,8 @@ from dejavu.train.loop import recipe_fingerprint
 
 # Keys of the stages that load the trained weights: the recipe builds the network, attack.epoch picks
 # the weights, the input size and cache side decide what it sees.
-ENCODER_KEYS = ("train", "attack.epoch", "data.input_size", "data.image_size")
+# (model: an audit's checkpoints and the input they take; None, so in no fingerprint, when dejavu trains.)
+ENCODER_KEYS = ("train", "attack.epoch", "data.input_size", "data.image_size", "model")
 SPEED_KEYS = {"attack.batch_size": "how many images are embedded at once, not what they embed to"}
 ROLES = {"A": "target", "B": "reference"}
 
@@ -47,13 +49,26 @@ def weights_path(run: Run, model: str) -> Path:
 
 
 def load_encoder(run: Run, model: str) -> torch.nn.Module:
-    """The trained encoder of ``model``, checked to come from this run's recipe and data."""
+    """The trained encoder of ``model``, checked to come from this run's recipe and data (in an audit: the
+    outside model, see :mod:`dejavu.models.outside`)."""
     c = run.config
+    if c.model.audited:
+        return load_outside(c, model).encoder
     encoder = build_encoder(c.train, c.data.input_size)
     expected = recipe_fingerprint(c.train, c.data.input_size, run.seeds["train"], fingerprint(TRAIN[model], run))
     load_weights(weights_path(run, model), encoder, {"recipe": expected["recipe"], "data": expected["data"]})
     encoder.eval()
     return encoder
+
+
+def load_encoders(run: Run) -> dict[str, torch.nn.Module]:
+    """Both models' encoders; in an audit checked to be of one network with equal embedding widths."""
+    c = run.config
+    if not c.model.audited:
+        return {model: load_encoder(run, model) for model in MODELS}
+    loaded = {model: load_outside(c, model) for model in MODELS}
+    check_pair(loaded["A"], loaded["B"], c.attack.layer)
+    return {model: item.encoder for model, item in loaded.items()}
 
 
 def batch_chunks(count: int, batch: int) -> list[np.ndarray]:
@@ -100,12 +115,13 @@ def stage_embed(run: Run) -> Path:
     table = load_table(run)
     sets = load_split(run, table)
     c = run.config
-    encoders = {model: load_encoder(run, model) for model in MODELS}
+    encoders = load_encoders(run)
+    side = input_side(c)
     public_rows = index_of_ids(table.ids, sets["X"], "split set X")
     source = image_source(table, public_rows, c.data.image_size, c.data.workers)
     chunks = batch_chunks(len(public_rows), c.attack.batch_size)
     device = distributed.device()
-    public = embed_batches(encoders, (eval_images(images, c.data.input_size) for images in source.batches(chunks)),
+    public = embed_batches(encoders, (eval_images(images, side) for images in source.batches(chunks)),
                            c.attack.layer, device)
     dtype = c.attack.embedding_dtype
     stored = {model: stored_embeddings(public[model], model, "images of set X", dtype) for model in MODELS}
@@ -115,7 +131,7 @@ def stage_embed(run: Run) -> Path:
     for name in CROP_SETS:
         ids, squares = kept_crops(run, name, table)
         rows = index_of_ids(table.ids, ids, f"crops of {name}")
-        batches = crop_batches(table, rows, squares, c.data.input_size, c.attack.batch_size, c.data.workers)
+        batches = crop_batches(table, rows, squares, side, c.attack.batch_size, c.data.workers)
         crops = embed_batches(encoders, batches, c.attack.layer, device)
         stored = {model: stored_embeddings(crops[model], model, f"crops of set {name}", dtype) for model in MODELS}
         for model in MODELS:

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from dejavu.artifacts import CROP_COLUMNS, CROP_SETS, load_split, load_table, write_csv
+from dejavu.artifacts.export import discard_export, write_export
 from dejavu.data.catalog import build_scenes, discard_progress, ingest, read_entries
 from dejavu.data.crops import corner_crop, periphery_crop
 from dejavu.data.leakage import duplicate_keep_mask, exact_duplicate_pairs, leakage_checks, near_duplicate_pairs
@@ -22,6 +23,8 @@ from dejavu.stages.declaration import Stage
 def stage_data(run: Run) -> Path:
     """The dataset as ``data/catalog.npz`` (+ the pixel cache ``data/images.npy``): generated or read from files."""
     d = run.config.data
+    # An export of the split of other data is stale, and would count among this stage's files (data/).
+    discard_export(run.data_dir)
     if d.dataset == "scenes":
         build_scenes(d, run.seeds["data"], run.data_dir)
     else:
@@ -94,7 +97,8 @@ def _leakage(run: Run, table: ImageTable, sets: dict[str, np.ndarray], dropped: 
 
 
 def stage_split(run: Run) -> Path:
-    """Disjoint sets A/B/X/T (+ shared), leakage checks, in ``data/split.json``."""
+    """Disjoint sets A/B/X/T (+ shared), leakage checks, in ``data/split.json``; the sets as plain files
+    (lists, a CSV, the scenes' pixels as PNGs) in ``data/export/``."""
     table = load_table(run, with_images=False)
     s = run.config.split
     usable = np.ones(len(table), dtype=bool)
@@ -127,6 +131,7 @@ def stage_split(run: Run) -> Path:
         "canaries": canaries.tolist(),
         "canary_repeats": s.canary_repeats,
     })
+    write_export(run, table)
     return path
 
 
@@ -202,7 +207,7 @@ SPLIT = Stage(
     "split", stage_split, reads=("data",), keys=("split", "data.dataset"), seeds=("split",),
     also_reads={"attack.k": "checked against X's size, to refuse before training a k the split cannot serve "
                             "(the neighbours stage checks it again)"},
-    outputs=("data/split.json",),
+    outputs=("data/split.json", "data/export"),
     description="draw the disjoint sets A (target), B (reference), X (public) and T (held out); check for leakage",
 )
 CROPS = Stage(

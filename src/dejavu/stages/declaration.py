@@ -41,6 +41,8 @@ class Stage:
       of the batch); other stages run on rank zero while the rest wait.
     - ``description``: one line for the user, what it computes (its outputs are added from ``outputs``):
       the help of its CLI command.
+    - ``external``: what it reads from outside the run folder and the config, as ``config -> {name: value}``
+      (an audited checkpoint's SHA-256): part of the fingerprint, so a replaced file is read again.
 
     Example:
         >>> Stage("neighbours", stage_neighbours, reads=("embed",), keys=("attack.k", "attack.backend"),
@@ -58,6 +60,7 @@ class Stage:
     adoptable: bool = True
     every_process: bool = False
     description: str = field(default="", compare=False)
+    external: Callable[[Config], dict[str, Any]] | None = field(default=None, repr=False, compare=False)
 
     @property
     def cli_command(self) -> str:
@@ -75,6 +78,10 @@ def effective_tree(config: Config) -> dict[str, Any]:
             tree["train"].pop(method)
     if tree["attack"]["epoch"] == tree["train"]["epochs"]:
         tree["attack"]["epoch"] = 0
+    # Sections that do not act are None, and keys that are None are in no fingerprint: a run that trains
+    # its models keeps the fingerprints it had before audits existed.
+    if not (tree["model"]["target"] or tree["model"]["reference"]):  # (not ModelConfig.audited: no read)
+        tree["model"] = None
     return tree
 
 
@@ -90,6 +97,8 @@ def lookup(tree: dict[str, Any], dotted: str) -> Any:
     """The value (or subtree) at a dotted key; KeyError naming the key when it does not exist."""
     node: Any = tree
     for part in dotted.split("."):
+        if node is None:  # a section that does not act (effective_tree)
+            return None
         if not isinstance(node, dict) or part not in node:
             raise KeyError(f"stage declares config key '{dotted}', which the config does not have")
         node = node[part]
@@ -118,8 +127,12 @@ def own_fingerprint(stage: Stage, config: Config, seeds: dict[str, int]) -> str:
     # Keys that change no result of any stage are in no fingerprint.
     dropped = (*NO_EFFECT_KEYS, *stage.also_reads)
     values = {key: _without(_tree(config) if key == ALL else lookup(tree, key), key, dropped) for key in stage.keys}
+    values = {key: value for key, value in values.items() if value is not None}
     chosen = {name: seeds[name] for name in stage.seeds}
-    return _hash(stage.name, json.dumps(values, sort_keys=True), json.dumps(chosen, sort_keys=True))
+    parts = [stage.name, json.dumps(values, sort_keys=True), json.dumps(chosen, sort_keys=True)]
+    if stage.external is not None:
+        parts.append(json.dumps(stage.external(config), sort_keys=True))
+    return _hash(*parts)
 
 
 def fingerprint(stage: Stage, run: Run) -> str:

@@ -14,7 +14,8 @@ from dejavu.data.sources import image_source
 from dejavu.evaluate.conventional import NOTE, LayerStack, conventional_metrics, evaluation_layers
 from dejavu.metrics.schema import evaluation_payload
 from dejavu.runs import Run, write_json
-from dejavu.stages.attack import ENCODER_KEYS, SPEED_KEYS, batch_chunks, load_encoder
+from dejavu.models.outside import input_side
+from dejavu.stages.attack import ENCODER_KEYS, SPEED_KEYS, batch_chunks, load_encoders
 from dejavu.stages.declaration import Stage
 from dejavu import distributed
 
@@ -32,7 +33,7 @@ class FullImages:
         source = image_source(self.table, rows, c.data.image_size, c.data.workers)
         chunks = batch_chunks(len(rows), c.attack.batch_size)
         stacked = embed_batches({model: self.stacks[model] for model in models},
-                                (eval_images(images, c.data.input_size) for images in source.batches(chunks)),
+                                (eval_images(images, input_side(c)) for images in source.batches(chunks)),
                                 self.stacks[models[0]].key, self.device)
         return {model: self.stacks[model].split(stacked[model]) for model in models}
 
@@ -48,7 +49,7 @@ def stage_evaluate(run: Run) -> Path:
     sets = load_split(run, table)
     c = run.config
     layers = evaluation_layers(c.attack.layer)
-    images = FullImages(run, table, {model: LayerStack(load_encoder(run, model), layers) for model in MODELS})
+    images = FullImages(run, table, {model: LayerStack(encoder, layers) for model, encoder in load_encoders(run).items()})
     public_rows = index_of_ids(table.ids, sets["X"], "split set X")
     test_rows = index_of_ids(table.ids, sets["T"], "split set T")
     public, test = images.embed(MODELS, public_rows), images.embed(MODELS, test_rows)

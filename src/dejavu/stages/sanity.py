@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dejavu.artifacts import MODELS, load_embeddings, load_history, load_split, load_table
+from dejavu.artifacts import MODELS, load_embeddings, load_history, load_source, load_split, load_table
 from dejavu.data.records import index_of_ids
-from dejavu.metrics.sanity import accuracy_check, class_checks, embedding_checks, loss_checks, summary
+from dejavu.metrics.sanity import accuracy_check, weights_check, class_checks, embedding_checks, loss_checks, summary
 from dejavu.metrics.schema import read_evaluation
 from dejavu.runs import Run, write_json
 from dejavu.stages.declaration import Stage
@@ -25,9 +25,13 @@ def stage_sanity(run: Run) -> Path:
     evaluation = read_evaluation(run.root / "evaluation.json")
     layer = evaluation.attack_layer
     for model in MODELS:
-        history = load_history(run, model)["loss"]
-        # The audited weights are those after attack.epoch (0: the last): judge the training up to there.
-        checks += loss_checks(history[: c.attack.epoch or None], model, c.train.method)
+        if c.model.audited:
+            # An outside checkpoint brings no loss history: its weights, embeddings and accuracy are judged.
+            checks.append(weights_check(load_source(run, model), model))
+        else:
+            history = load_history(run, model)["loss"]
+            # The audited weights are those after attack.epoch (0: the last): judge the training up to there.
+            checks += loss_checks(history[: c.attack.epoch or None], model, c.train.method)
         public = load_embeddings(run, model, "public_X", ids=sets["X"])["embeddings"]
         checks += embedding_checks(public, model, f"X's embeddings at {layer}")
         scores = evaluation.models[model][layer]
@@ -40,6 +44,6 @@ def stage_sanity(run: Run) -> Path:
 
 SANITY = Stage(
     "sanity", stage_sanity, reads=("data", "split", "train_A", "train_B", "embed", "evaluate"),
-    keys=("train.method", "attack.epoch"), outputs=("sanity.json",),
+    keys=("train.method", "attack.epoch", "model"), outputs=("sanity.json",),
     description="the gates a verdict needs: losses finite and falling, embeddings not collapsed, accuracy above chance",
 )

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from dejavu.artifacts import load_table, read_split, training_rows
 from dejavu.data.sources import image_source
-from dejavu.runs import Run
+from dejavu.models.outside import checkpoint_digest, load_outside
+from dejavu.runs import Run, write_json
 from dejavu.stages.declaration import Stage, fingerprint
 from dejavu.train.loop import train_encoder
 
@@ -15,7 +16,10 @@ ROLES = {"A": "target", "B": "reference"}
 
 
 def stage_train(run: Run, model: str) -> Path:
-    """Train the model of set ``model`` (A: target, B: reference) on its set plus the shared set."""
+    """Train the model of set ``model`` (A: target, B: reference) on its set plus the shared set; in an
+    audit, load its checkpoint instead and record what was loaded (``source.json``)."""
+    if run.config.model.audited:
+        return import_model(run, model)
     table = load_table(run)
     split = read_split(run, table)
     sets, canaries, repeats = split.sets, split.canaries, split.canary_repeats
@@ -28,12 +32,32 @@ def stage_train(run: Run, model: str) -> Path:
     )
 
 
+def import_model(run: Run, model: str) -> Path:
+    """An audited model's checkpoint loaded and checked (format, keys, shapes, the side it takes, the
+    attacked layer) before any embedding, and described in ``models/<model>/source.json``: the file's path,
+    size and SHA-256, where its weights were and which keys were dropped."""
+    loaded = load_outside(run.config, model)
+    path = run.model_dir(model) / "source.json"
+    write_json(path, loaded.source)
+    print(f"[train_{model}] {ROLES[model]}: {loaded.source['arch']} from {loaded.source['path']} "
+          f"({loaded.source['format']}); embeds at {', '.join(f'{k} ({v})' for k, v in loaded.source['widths'].items())}")
+    return path
+
+
+def _checkpoint(model: str):
+    def external(config) -> dict[str, str]:
+        where = config.model.target if model == "A" else config.model.reference
+        return {"checkpoint_sha256": checkpoint_digest(where)} if where else {}
+    return external
+
+
 def _training(model: str) -> Stage:
     return Stage(
         f"train_{model}", partial(stage_train, model=model), reads=("data", "split"),
-        keys=("train", "data.input_size", "data.image_size"), seeds=("train",), outputs=(f"models/{model}",),
-        command="train", every_process=True,
-        description="train the target model on A and the reference on B, same recipe and seed (--model A|B: one)",
+        keys=("train", "data.input_size", "data.image_size", "model"), seeds=("train",), outputs=(f"models/{model}",),
+        command="train", every_process=True, external=_checkpoint(model),
+        description="train the target on A and the reference on B, one recipe and seed (--model A|B: one); "
+                    "audit: load them",
     )
 
 

@@ -1,0 +1,144 @@
+"""The Python API: the test from a notebook or a script, exactly as the command line runs it.
+
+Example:
+    >>> import dejavu
+    >>> result = dejavu.run("smoke", out="runs/smoke")              # train both models, attack, report
+    >>> result = dejavu.audit(target="A.pth", reference="B.pth", config="runs/demo/config.json",
+    ...                       out="runs/audit", **{"attack.k": 50})  # models trained elsewhere
+    >>> result.gap, result.mcnemar_p, result.passed, result.report
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from torch import nn
+
+from dejavu.config import Config, config_from_dict, load_config
+from dejavu.errors import ConfigError, RunFolderError
+from dejavu.metrics.schema import MetricsFile, read_metrics
+from dejavu.models.outside import register_module
+from dejavu.runs import Run, folder_lock, read_json
+from dejavu.stages import finished_stages_hold, run_all
+
+TABLES = ("metrics.json", "samples.csv", "control_samples.csv", "evaluation.json", "sanity.json")
+
+
+@dataclass(frozen=True)
+class Result:
+    """A finished run: its folder, ``metrics`` (``metrics.json``, typed), the verdict, whether the sanity gates
+    passed (without them the verdict is the reasons there is none), the report and the tables' paths."""
+
+    out: Path
+    metrics: MetricsFile
+    report: Path
+    tables: dict[str, Path]
+
+    @property
+    def verdict(self) -> str:
+        return self.metrics.verdict
+
+    @property
+    def passed(self) -> bool:
+        """Whether the models and data passed every sanity gate (a verdict stands)."""
+        return self.metrics.sanity is None or self.metrics.sanity.passed
+
+    @property
+    def gap(self) -> float:
+        """Target minus reference accuracy on the attacked crops, pooled (a fraction)."""
+        return self.metrics.gap
+
+    @property
+    def mcnemar_p(self) -> float:
+        return self.metrics.mcnemar_p
+
+    def __repr__(self) -> str:
+        return (f"Result(out={str(self.out)!r}, gap={self.gap:+.4f}, mcnemar_p={self.mcnemar_p:.3g}, "
+                f"passed={self.passed}, report={str(self.report)!r})")
+
+
+def result_of(out: str | Path) -> Result:
+    """The :class:`Result` of a finished run folder (read from its files)."""
+    out = Path(out).resolve()
+    return Result(out=out, metrics=read_metrics(out / "metrics.json"), report=out / "report.html",
+                  tables={name: out / name for name in TABLES if (out / name).is_file()})
+
+
+def _overrides(keys: Mapping[str, Any]) -> list[str]:
+    """``{"attack.k": 50, "train__epochs": 5}`` as the command line's KEY=VALUE overrides (values as JSON,
+    which the overrides' YAML reads back exactly)."""
+    return [f"{key.replace('__', '.')}={json.dumps(value)}" for key, value in keys.items()]
+
+
+def config_for(out: Path, config: str | Path | Config | None, overrides: list[str]) -> Config:
+    """The run's config: ``config`` (a shipped name, a YAML or JSON file, or a Config) with the overrides;
+    without one, the config saved in ``out`` when it holds a run, else the demo defaults."""
+    if isinstance(config, Config):
+        return config_from_dict(config.to_dict(), overrides)
+    if config is None and (out / "config.json").is_file():
+        return config_from_dict(read_json(out / "config.json"), overrides)
+    if config is not None and Path(config).suffix == ".json":  # a run folder's config.json
+        return config_from_dict(read_json(config), overrides)
+    return load_config(config, overrides)
+
+
+def execute(out: str | Path, config: Config, command: str = "dejavu run", log: Any = print) -> Result:
+    """Every stage of ``config`` in the run folder ``out`` (finished ones of the same config are kept),
+    holding the folder's lock; returns the result."""
+    out = Path(out)
+    run = Run(out, config)
+    with folder_lock(out, command):
+        run.claim(still_valid=lambda: finished_stages_hold(run))
+        run_all(run, log=log)
+    return result_of(out)
+
+
+def run(config: str | Path | Config | None = None, out: str | Path | None = None, **overrides: Any) -> Result:
+    """The whole test (``dejavu run``): train both models, attack, report. ``config``: a shipped config's
+    name (``"smoke"``, ``"demo"``, ...), a YAML file or a :class:`Config`; keyword overrides by dotted key
+    (``**{"train.epochs": 5}``, or ``train__epochs=5``)."""
+    folder = Path(out) if out is not None else Path("runs") / (Path(str(config)).stem if config else "demo")
+    return execute(folder, config_for(folder, config, _overrides(overrides)))
+
+
+def audit(target: str | Path | nn.Module, reference: str | Path | nn.Module | None = None, *,
+          arch: str | None = None, data: Mapping[str, Any] | None = None, out: str | Path | None = None,
+          config: str | Path | Config | None = None, **overrides: Any) -> Result:
+    """Audit models trained elsewhere (``dejavu audit``): ``target`` trained on the run's A (and the shared
+    set), ``reference`` on B with the same recipe, each a checkpoint path or an ``nn.Module``. ``arch``: the network (default the config's ``train.backbone``);
+    ``data``: data.* keys (``{"dataset": "imagenet", "root": ...}``); ``config``: the config of the run that
+    made the split (default: the one saved in ``out``, else the demo's)."""
+    if out is None:
+        raise ConfigError("dejavu.audit: give out=FOLDER, the run folder (the one whose split the models were "
+                          "trained on, or a new one)")
+    folder = Path(out)
+    keys: dict[str, Any] = {f"data.{key}": value for key, value in (data or {}).items()}
+    keys["model.target"] = _model(target)
+    if reference is not None:
+        keys["model.reference"] = _model(reference)
+    if arch is not None:
+        keys["model.arch"] = arch
+    keys.update({key.replace("__", "."): value for key, value in overrides.items()})
+    resolved = config_for(folder, config, _overrides(keys))
+    refuse_trained_folder(folder)
+    return execute(folder, resolved, "dejavu audit")
+
+
+def _model(model: str | Path | nn.Module) -> str:
+    if isinstance(model, nn.Module):
+        return register_module(model)
+    return str(Path(model).expanduser().resolve())
+
+
+def refuse_trained_folder(out: Path) -> None:
+    """An audit never replaces models dejavu trained: a folder whose training finished is refused."""
+    trained = [name for name in ("train_A", "train_B") if (out / "stages" / f"{name}.done.json").is_file()
+               and (out / "models" / name.removeprefix("train_") / "history.json").is_file()]
+    if trained:
+        raise RunFolderError(
+            f"'{out}' holds models dejavu trained ({', '.join(trained)}); an audit would replace them: audit into a "
+            f"new --out with that run's config (--config {out / 'config.json'}), which makes the same split"
+        )
