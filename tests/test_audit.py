@@ -191,8 +191,9 @@ BAD = {
     "shape": (lambda path, state: save_file({**state, "backbone.features.0.weight": torch.zeros(4, 3, 5, 5)},
                                             str(path)), [], "(4, 3, 5, 5)"),
     "architecture": (lambda path, state: save_file(state, str(path)), ["model.arch=resnet18"], "resnet18"),
-    "image_size": (lambda path, state: torch.save(torchvision.models.vit_b_16(weights=None).state_dict(), path),
-                   ["model.arch=vit_tiny", "model.image_size=20"], "vit_tiny"),
+    "image_size": (lambda path, state: save_file(state, str(path)), ["model.image_size=1"], "cannot embed 1 x 1 images"),
+    "vit_weights": (lambda path, state: torch.save(torchvision.models.vit_b_16(weights=None).state_dict(), path),
+                    ["model.arch=vit_tiny", "model.image_size=32"], "vit_tiny"),
 }
 
 
