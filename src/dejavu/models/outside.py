@@ -231,13 +231,24 @@ def _network(config: Any, checkpoint: Checkpoint, source: dict[str, Any]) -> tup
         network = _timm(name.removeprefix("timm:"), side)
         arch = name
     else:
-        network = build_backbone(name, list(t.widths), input_size=side, stem=t.stem, patch_size=t.patch_size)
+        stem = _stem(checkpoint, name) if t.stem == "auto" else t.stem
+        network = build_backbone(name, list(t.widths), input_size=side, stem=stem, patch_size=t.patch_size)
         arch = name if name != "convnet" else f"convnet (widths {'-'.join(map(str, t.widths))})"
     matched = match_state(checkpoint.state, network.state_dict(), path, strict=m.strict, what="the backbone", arch=name)
     _load(network, matched, path, source)
     source["named"] = True
     head, spec = _projector(m.projector, checkpoint, matched.prefix, network, path, side)
     return network, head, spec, arch
+
+
+def _stem(checkpoint: Checkpoint, name: str) -> str:
+    """A ResNet's stem read from its first convolution (with ``train.stem=auto``): 7 x 7 is torchvision's
+    ImageNet stem, 3 x 3 dejavu's small one; "auto" (by the input size) when the file does not say."""
+    if not name.startswith("resnet"):
+        return "auto"
+    kernels = {tuple(tensor.shape[-2:]) for key, tensor in checkpoint.state.items()
+               if (key == "conv1.weight" or key.endswith(".conv1.weight")) and tensor.ndim == 4 and tensor.shape[1] == 3}
+    return "imagenet" if kernels == {(7, 7)} else "small" if kernels == {(3, 3)} else "auto"
 
 
 def _load(network: nn.Module, matched: Any, path: Path, source: dict[str, Any]) -> None:
