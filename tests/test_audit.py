@@ -221,8 +221,10 @@ def test_models_of_different_networks_and_a_trained_folder_are_refused(trained, 
     assert not (out / "embeddings").exists()
     assert _audit(trained, _weights(trained), _weights(trained, "B")) == 2
     assert "holds models dejavu trained" in _error(capsys)
-    with pytest.raises(dejavu.api.ConfigError, match="model.reference"):
-        load_config(None, [*TINY, f"model.target={_weights(trained)}"])
+    # A target alone is the one-model test (tests/test_one_model.py); a reference alone is refused.
+    assert load_config(None, [*TINY, f"model.target={_weights(trained)}"]).model.one_model
+    with pytest.raises(dejavu.api.ConfigError, match="model.target"):
+        load_config(None, [*TINY, f"model.reference={_weights(trained, 'B')}"])
 
 
 def test_a_pickle_is_never_loaded_unsafely(tmp_path):

@@ -5,6 +5,8 @@ import json
 import numpy as np
 import pytest
 
+import dejavu
+
 from dejavu.config import load_config
 from dejavu.errors import ConfigError, DataError
 from dejavu.artifacts import load_canaries, load_split, load_table, training_rows
@@ -102,6 +104,23 @@ def test_planted_canaries_are_detected_above_ordinary_images_and_t_stays_at_chan
     # T: neither model trained on it.
     assert abs(c["control"]["gap"]) <= 0.05
     assert abs(c["control"]["mean_dejavu_score"]) <= 0.05
+    # The gap over T's: in the two-model test T's gap is near 0, so it is about the gap itself.
+    for group in ("canaries", "ordinary"):
+        excess = c[group]["excess_over_T"]
+        assert excess["value"] == pytest.approx(c[group]["gap"] - c["control"]["gap"], abs=1e-12)
+        assert excess["ci95"][0] <= excess["value"] <= excess["ci95"][1] and 0 < excess["p_value"] <= 1
+    assert "excess_over_T" not in c["control"]
     html = (run.root / "report.html").read_text()
-    assert "Canaries (self-check)" in html
+    assert "Canaries (self-check)" in html and "gap over T" in html
     assert canary_section({"verdict": ""}) == ""
+
+    # The one-model test on the same target: the classifier, which never saw A, finds the canaries too.
+    # Measured (2 cores, 2026-12-03): seed 0, canaries 55 % vs the classifier's 40 %, ordinary A 38.1 % vs
+    # 41.3 %, T 42.0 % vs 49.8 %: the canaries' gap over T's +22.8 [+0.6, +43.6] points (p = 0.010), the
+    # ordinary images' +4.7 (p = 0.36); seeds 1 and 2: canaries +24.5 / +16.0, ordinary +5.8 / -9.0. The
+    # margin asserted is under half the smallest measured (+18 points); the intervals' lower ends (+0.6 to
+    # +7.9) are too close to 0 with 20 canaries to assert.
+    one = dejavu.audit(target=run.root / "models/A/model.safetensors", out=tmp_path / "one",
+                       config=run.root / "config.json").metrics.canaries
+    assert one.canaries.excess_over_T.value >= one.ordinary.excess_over_T.value + 0.08
+    assert one.canaries.gap > one.ordinary.gap

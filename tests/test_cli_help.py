@@ -18,6 +18,8 @@ def _help(capsys, *argv: str) -> str:
 def test_every_stage_declares_a_one_line_description():
     for stage in STAGES:
         assert stage.description and "\n" not in stage.description and len(stage.description) <= 110, stage.name
+        # A stage some configs skip says why in the log ("[train_B] not needed by this run (...)").
+        assert bool(stage.unneeded) == (stage.applies is not None), stage.name
 
 
 def test_top_level_help_names_every_command_with_its_stage_line(capsys):

@@ -175,8 +175,8 @@ def test_smoke_config_end_to_end_via_cli(tmp_path, capsys):
 def test_stage_order_is_the_documented_one():
     from dejavu.stages import STAGES
 
-    assert [stage.name for stage in STAGES] == ["data", "split", "crops", "train_A", "train_B", "embed", "evaluate",
-                                                "sanity", "neighbours", "metrics", "report"]
+    assert [stage.name for stage in STAGES] == ["data", "split", "crops", "train_A", "train_B", "correlation", "embed",
+                                                "evaluate", "sanity", "neighbours", "metrics", "report"]
 
 
 def test_crops_that_are_all_too_small_are_refused_before_training(tmp_path):

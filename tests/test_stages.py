@@ -76,9 +76,11 @@ def reads_per_stage(tmp_path_factory):
     run = Run(tmp_path_factory.mktemp("reads") / "run", config)
     run.claim()
     reads = {}
+    # The one-model test's stage runs under an audit of model A alone (trained by then, in the same folder).
+    one_model = load_config(SMOKE, ["threads=1", f"model.target={run.root / 'models/A/model.safetensors'}"])
     for stage in STAGES:
         log: set[str] = set()
-        run.config = recording(config, log)
+        run.config = recording(config if stage.needed(config) else one_model, log)
         try:
             run_stage(run, stage.name, log=lambda _: None)
         finally:
@@ -130,7 +132,8 @@ def test_a_stage_fingerprint_follows_exactly_its_declared_keys(tmp_path):
         "attack.backend=torch": {"neighbours", "evaluate", "report"},  # neighbours depends on the backend
         "attack.k=10": {"neighbours", "report"},
         "metrics.alpha=0.05": {"metrics", "report"},
-        "crop.min_side_px=10": {"crops", "report"},
+        "crop.min_side_px=10": {"crops", "correlation", "report"},  # (the classifier's: used by one-model audits)
+        "correlation.epochs=3": {"report"},  # the classifier acts only in the one-model test (the report shows it)
         "train.lr=0.002": {"train_A", "train_B", "embed", "evaluate", "report"},
         "evaluate.knn_k=5": {"evaluate", "report"},
         "train.dino.out_dim=64": {"report"},  # a method not selected: only the report, which shows the config
@@ -144,6 +147,13 @@ def test_a_stage_fingerprint_follows_exactly_its_declared_keys(tmp_path):
     for overrides, expected in changed.items():
         now = _prints(overrides.split(), tmp_path)
         assert {name for name in base if now[name] != base[name]} == expected, overrides
+
+
+def test_the_classifier_fingerprint_follows_its_keys_in_the_one_model_test(tmp_path):
+    audit = "model.target=/weights/A.pth"
+    base = _prints([audit], tmp_path)
+    now = _prints([audit, "correlation.epochs=3"], tmp_path)
+    assert {name for name in base if now[name] != base[name]} == {"correlation", "report"}
 
 
 def test_fingerprints_chain_through_the_tokens_of_the_stages_read(tmp_path):

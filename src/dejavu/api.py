@@ -108,7 +108,9 @@ def audit(target: str | Path | nn.Module, reference: str | Path | nn.Module | No
           arch: str | None = None, data: Mapping[str, Any] | None = None, out: str | Path | None = None,
           config: str | Path | Config | None = None, **overrides: Any) -> Result:
     """Audit models trained elsewhere (``dejavu audit``): ``target`` trained on the run's A (and the shared
-    set), ``reference`` on B with the same recipe, each a checkpoint path or an ``nn.Module``. ``arch``: the network (default the config's ``train.backbone``);
+    set), ``reference`` on B with the same recipe, each a checkpoint path or an ``nn.Module`` (None: the
+    one-model test, against a correlation classifier; ``correlation.*``). ``arch``: the network (default the
+    config's ``train.backbone``);
     ``data``: data.* keys (``{"dataset": "imagenet", "root": ...}``); ``config``: the config of the run that
     made the split (default: the one saved in ``out``, else the demo's)."""
     if out is None:

@@ -45,17 +45,19 @@ def _parser() -> argparse.ArgumentParser:
     audit = sub.add_parser(
         "audit", allow_abbrev=False,
         help="the test on models trained elsewhere: load --target (trained on A) and --reference (on B) from "
-             "checkpoints and run every stage after the split on them",
+             "checkpoints and run every stage after the split on them; without --reference, the one-model test",
         description="The deja vu test on models trained elsewhere: every stage of `run`, with the models loaded from "
                     "checkpoints (a state dict .pth/.pt, safetensors, TorchScript, the layouts of common SSL trainers; "
                     "model.factory=package.module:function for any other) instead of trained. Train them on the lists "
                     "`dejavu split` writes in RUN/data/export/ (train_A.txt, train_B.txt); the folder's split is used "
-                    "(made first when it has none).")
+                    "(made first when it has none). Without --reference, the one-model test: a correlation classifier "
+                    "(correlation.*), trained with labels on the periphery crops of B and X, takes the reference's place.")
     _common(audit)
     audit.add_argument("--target", required=True, metavar="PATH",
                        help="model.target: the target's checkpoint (trained on A and the shared set)")
-    audit.add_argument("--reference", required=True, metavar="PATH",
-                       help="model.reference: the reference's checkpoint (trained on B and the shared set, same recipe)")
+    audit.add_argument("--reference", metavar="PATH",
+                       help="model.reference: the reference's checkpoint (trained on B and the shared set, same recipe); "
+                            "absent: the one-model test, against a correlation classifier trained on B and X")
     audit.add_argument("--arch", metavar="NAME",
                        help="model.arch: convnet, resnet18/50/101, vit_tiny/small/base or timm:NAME (default: the "
                             "config's train.backbone with its train.* settings)")

@@ -11,12 +11,17 @@ One module per kind of file: :mod:`.files` (what they share), :mod:`.catalog`, :
 
 from dejavu.artifacts.catalog import check_catalog, load_table
 from dejavu.artifacts.crops import CROP_COLUMNS, kept_crops, load_crops
-from dejavu.artifacts.files import CROP_SETS, MODELS, count, examples, redo, refuse, write_csv
-from dejavu.artifacts.models import load_embeddings, load_history, load_neighbours, load_sanity, load_source
+from dejavu.artifacts.files import (
+    CLASSIFIER, CROP_SETS, MODELS, count, examples, models_of, query_sets_of, redo, refuse, write_csv,
+)
+from dejavu.artifacts.models import (
+    load_classifier_summary, load_embeddings, load_history, load_neighbours, load_probabilities, load_sanity, load_source,
+)
 from dejavu.artifacts.split import Split, load_canaries, load_split, own_rows, read_split, training_rows
 
 __all__ = [
-    "CROP_COLUMNS", "CROP_SETS", "MODELS", "Split", "check_catalog", "count", "examples", "kept_crops",
+    "CLASSIFIER", "CROP_COLUMNS", "CROP_SETS", "MODELS", "load_classifier_summary", "load_probabilities", "models_of",
+    "query_sets_of", "Split", "check_catalog", "count", "examples", "kept_crops",
     "load_canaries", "load_crops", "load_embeddings", "load_history", "load_neighbours", "load_sanity", "load_source",
     "load_split", "load_table", "own_rows", "read_split", "redo", "refuse", "training_rows", "write_csv",
 ]

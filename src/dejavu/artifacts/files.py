@@ -18,6 +18,21 @@ from dejavu.runs import load_npz, read_json, write_text
 MODELS = ("A", "B")
 # Query sets embedded as crops: the two attacked sets and the held-out control set.
 CROP_SETS = ("A", "B", "T")
+# The one-model test's reference: a correlation classifier, in models/classifier/.
+CLASSIFIER = "classifier"
+
+
+def models_of(config) -> tuple[str, ...]:
+    """The embedding models of a run: both, or the target alone in the one-model test."""
+    return ("A",) if config.model.one_model else MODELS
+
+
+def query_sets_of(config) -> tuple[str, ...]:
+    """The sets whose crops are embedded and searched: A, B, T; A and T in the one-model test (B's crops train
+    the classifier there)."""
+    return ("A", "T") if config.model.one_model else CROP_SETS
+
+
 # What numpy raises on a truncated or overwritten archive, at opening or when a member is read.
 NPZ_ERRORS = (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError)
 KINDS = {"U": "strings", "iu": "integers", "f": "floats"}

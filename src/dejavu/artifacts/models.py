@@ -128,3 +128,35 @@ def load_sanity(run: Run) -> dict[str, Any]:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# The one-model test's correlation classifier ---------------------------------------------------------
+def load_probabilities(run: Run, name: str, ids: np.ndarray | None = None,
+                       n_classes: int | None = None) -> dict[str, np.ndarray]:
+    """``models/classifier/probabilities_<name>.npz`` (crops of A or T), checked: unique string ids (N,) and
+    (N, C) class probabilities, finite, in [0, 1], rows summing to 1 (C = ``n_classes`` when given)."""
+    path, advice = run.model_dir("classifier") / f"probabilities_{name}.npz", redo(run.root, "correlation")
+    arrays = read_npz(path, ("ids", "probabilities"), advice)
+    found = check_arrays(path, arrays, {"ids": (("N",), "U"), "probabilities": (("N", "C"), "f")}, advice,
+                         {"C": n_classes} if n_classes is not None else None)
+    p = arrays["probabilities"].astype(np.float64)
+    if found["N"] and (not np.isfinite(p).all() or p.min() < 0 or p.max() > 1
+                       or np.abs(p.sum(1) - 1).max() > 1e-6):
+        raise refuse(path, "holds probabilities that are not finite, outside [0, 1] or do not sum to 1 per row",
+                     "the classifier's class probabilities of each crop", advice)
+    _same_ids(path, arrays["ids"], ids, advice)
+    return {"ids": arrays["ids"], "probabilities": p}
+
+
+def load_classifier_summary(run: Run) -> dict[str, Any]:
+    """``models/classifier/classifier.json``: the classifier's settings, training and calibration (objects
+    ``validation`` and ``T``, each with ``n``, ``accuracy``, ``mean_confidence``, ``ece``, ``nll``, ``brier``)."""
+    path, advice = run.model_dir("classifier") / "classifier.json", redo(run.root, "correlation")
+    summary = read_artifact_json(path, advice)
+    keys = ("n", "accuracy", "mean_confidence", "ece", "nll", "brier")
+    calibration = summary.get("calibration") if isinstance(summary, dict) else None
+    if not isinstance(calibration, dict) or not isinstance(calibration.get("T"), dict) or not all(
+            _is_number(calibration["T"].get(key)) for key in keys):
+        raise refuse(path, f"holds {describe(summary)} without a valid 'calibration.T'",
+                     "the object the correlation stage writes", advice)
+    return summary

@@ -50,7 +50,7 @@ def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
     if unknown:
         where = f"section '{prefix[:-1]}'" if prefix else "the top level"
         meant = nearest_key(Config, prefix, unknown[0], values[unknown[0]])
-        hint = f"did you mean '{meant}'? " if meant else ""
+        hint = f"did you mean {meant}? " if meant else ""
         raise ConfigError(
             f"unknown config key '{prefix}{unknown[0]}' in {where}; {hint}valid keys: {', '.join(names)}"
         )

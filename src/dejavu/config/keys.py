@@ -24,19 +24,26 @@ def dotted_keys(cls: type, prefix: str = "") -> tuple[str, ...]:
 
 
 def nearest_key(root: type, prefix: str, name: str, value: Any) -> str | None:
-    """The valid key that the unknown ``prefix + name`` (holding ``value``) most likely meant.
+    """The valid key that the unknown ``prefix + name`` (holding ``value``) most likely meant, quoted; or
+    the keys, when the same name lives in two or three sections (``'train.epochs' or 'correlation.epochs'``).
 
-    A near name in the same section (``train.epoch`` -> ``train.epochs``), else the same name in the one
-    other section that has it (``epochs`` at the top level -> ``train.epochs``); a misspelled section is
-    followed into the keys given under it (``trian.epoch`` -> ``train.epochs``). Only names are compared,
-    never whole dotted paths: a shared ``train.`` would make any two keys of a section look alike.
+    A near name in the same section (``train.epoch`` -> ``train.epochs``), else the same name in the other
+    sections that have it (``epochs`` at the top level -> ``train.epochs`` or ``correlation.epochs``); a
+    misspelled section is followed into the keys given under it (``trian.epoch`` -> ``train.epochs``). Only
+    names are compared, never whole dotted paths: a shared ``train.`` would make any two keys of a section
+    look alike.
     """
+    meant = _nearest(root, prefix, name, value)
+    return " or ".join(f"'{key}'" for key in meant) if meant else None
+
+
+def _nearest(root: type, prefix: str, name: str, value: Any) -> list[str]:
     keys = dotted_keys(root)
     siblings = [key[len(prefix):] for key in keys if key.startswith(prefix) and "." not in key[len(prefix):]]
     close = difflib.get_close_matches(name, siblings, n=1, cutoff=0.75)
     same = [key for key in keys if key.rsplit(".", 1)[-1] == name]
-    meant = prefix + close[0] if close else same[0] if len(same) == 1 else None
-    if meant is None or not isinstance(value, dict) or len(value) != 1:
+    meant = [prefix + close[0]] if close else same if 1 <= len(same) <= 3 else []
+    if len(meant) != 1 or not isinstance(value, dict) or len(value) != 1:
         return meant
     (inner, inner_value), = value.items()
-    return nearest_key(root, meant + ".", inner, inner_value) or meant
+    return _nearest(root, meant[0] + ".", inner, inner_value) or meant

@@ -263,6 +263,35 @@ class ModelConfig:
         """Whether the models come from files (``dejavu audit``) rather than from dejavu's training."""
         return bool(self.target or self.reference)
 
+    @property
+    def one_model(self) -> bool:
+        """An audit of a target alone: the reference is a correlation classifier (``correlation.*``)."""
+        target, reference = self.target, self.reference  # both read: either one decides
+        return bool(target) and not reference
+
+
+@dataclass
+class CorrelationConfig:
+    """The one-model test's reference (``dejavu audit`` without ``--reference``): a classifier trained with
+    labels to predict the object's class from periphery crops of B and X, images the target never saw."""
+
+    backbone: Literal["convnet", "resnet18", "resnet50", "resnet101", "vit_tiny", "vit_small", "vit_base"] = "convnet"
+    widths: Annotated[list[int], Check(lambda v: 1 <= len(v) <= 16 and min(v) >= 1 and max(v) <= 16384,
+                                       "1 to 16 positive channel widths of at most 16,384")] = field(
+        default_factory=lambda: [16, 32, 64, 128]
+    )
+    epochs: Count(100_000, "a number of epochs") = 20
+    batch_size: Annotated[int, at_least(2, "a batch of at least 2 (batch normalisation)"), at_most(1_000_000, "a batch")] = 128
+    lr: Annotated[float, within("(0, 10]", "a learning rate")] = 1e-3
+    weight_decay: Annotated[float, NON_NEGATIVE] = 5e-4
+    label_smoothing: Annotated[float, within("[0, 1)", "a fraction")] = 0.0
+    # Held out of the training crops (per class) to choose the epoch and fit the temperature that
+    # calibrates the probabilities; 0: the last epoch, temperature 1 (uncalibrated).
+    validation_fraction: Annotated[float, within("[0, 1)", "a fraction")] = 0.1
+    flip: bool = True
+    # Augmentation: random resized crops of min_crop_area..1 of each crop (1: none).
+    min_crop_area: Annotated[float, within("(0, 1]", "a fraction")] = 0.7
+
 
 @dataclass
 class EvaluateConfig:
@@ -301,6 +330,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    correlation: CorrelationConfig = field(default_factory=CorrelationConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     report: ReportConfig = field(default_factory=ReportConfig)

@@ -156,12 +156,6 @@ def _check_model(config: Config) -> None:
                           "target's checkpoint (model.target=PATH, or --target PATH)")
     if not m.audited:
         return
-    if not m.reference:
-        # The one-model test (a correlation classifier as the reference, dejavu.evaluate.correlation) is
-        # not wired into the stages yet: an audit needs both models.
-        raise ConfigError("config key 'model.reference' is empty: an audit compares the target with a reference "
-                          "model of the same recipe trained on B (data/export/train_B.txt in the run folder); give "
-                          "its checkpoint with --reference PATH (the one-model test without it is not available yet)")
     if config.attack.epoch:
         raise ConfigError(f"config key 'attack.epoch' = {config.attack.epoch} picks a checkpoint of dejavu's own "
                           "training; an audit reads the files of model.target / model.reference: set attack.epoch=0")

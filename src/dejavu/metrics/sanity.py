@@ -87,6 +87,15 @@ def weights_check(source: dict[str, Any], subject: str) -> Check:
                  "training history to judge)")
 
 
+def classifier_checks(summary: dict[str, Any]) -> list[Check]:
+    """The one-model test's correlation classifier (``classifier.json``): its training loss finite, never
+    blown up, and lower at the end. Its accuracy on T is reported, not gated: crops whose background says
+    nothing of the object leave an honest classifier at chance, and the test compares A with T through the
+    same classifier, so its quality cancels."""
+    history = (summary.get("history") or {}).get("train_loss") or []
+    return loss_checks(history, "correlation classifier", "supervised")
+
+
 def spread(embeddings: np.ndarray) -> tuple[float, float]:
     """(relative spread, effective rank) of a set of embeddings.
 

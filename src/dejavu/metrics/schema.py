@@ -10,13 +10,11 @@ Schema versions: files written before this schema carry no ``schema_version`` an
 may lack what was added over time: ``roc``, ``control.conclusive``; ``canaries`` and ``per_class`` are
 optional in every version). Version 2 is version 1's latest shape plus ``schema_version`` as first key.
 
-Field metadata (:func:`metric`) derives the tables that used to be string lists: ``pooled`` marks the
-per-direction numbers :func:`dejavu.metrics.tables.pooled_summary` averages (:data:`POOLED_MEANS`);
-``sweep`` / ``spread`` give a number's place among the columns of ``sweep.csv`` and ``summary.csv``.
+Field metadata (:func:`metric`): ``pooled`` marks the per-direction numbers :func:`~dejavu.metrics.tables.
+pooled_summary` averages (:data:`POOLED_MEANS`); ``sweep`` / ``spread`` its place in sweep.csv / summary.csv.
 
-``SUMMARY_ROWS`` is the contract the report builds its numbers tables from: one row per metric of a
-summary (pooled attack, a direction, the control), in display order; every key is a field of
-:class:`DirectionSummary` and of :class:`PooledSummary` (checked on import).
+``SUMMARY_ROWS``, the report's numbers tables: one row per metric of a summary (pooled attack, a direction, the
+control), in display order; every key a field of :class:`DirectionSummary` and :class:`PooledSummary` (checked).
 """
 
 from __future__ import annotations
@@ -199,6 +197,15 @@ class ClassRow:
 
 
 @dataclass(kw_only=True)
+class ExcessGap:
+    """A's gap minus T's: :func:`dejavu.metrics.stats.excess_test` (bootstrap interval, permutation p)."""
+
+    value: float
+    ci95: list[float]
+    p_value: float
+
+
+@dataclass(kw_only=True)
 class CanaryGroup:
     n: int
     target_acc: float
@@ -206,6 +213,8 @@ class CanaryGroup:
     memorized: float
     mean_dejavu_score: float
     gap: float
+    # canaries and ordinary: their gap minus T's (T's own: None); absent in files written before it.
+    excess_over_T: ExcessGap | None = metric(optional=True, default=None)
 
 
 @dataclass(kw_only=True)
@@ -224,6 +233,33 @@ class Canaries:
     ordinary: CanaryGroup
     control: CanaryGroup
     roc: CanaryRoc
+
+
+@dataclass(kw_only=True)
+class Calibration:
+    """The correlation classifier on a set of crops (:func:`dejavu.evaluate.correlation.calibration`)."""
+
+    n: int
+    accuracy: float
+    mean_confidence: float
+    ece: float
+    nll: float
+    brier: float
+
+
+@dataclass(kw_only=True)
+class OneModel:
+    """The one-model test (:func:`dejavu.metrics.tables.one_model_summary`), whose verdict rests on the
+    excess gaps (all crops; each one's 20 % most confident)."""
+
+    reference: str
+    excess_gap: ExcessGap
+    excess_gap_top20: ExcessGap
+    permutations: int
+    calibration_T: Calibration
+    calibration_validation: Calibration | None = metric(optional=True, default=None)
+    temperature: float
+    trained_on: dict[str, int]
 
 
 @dataclass(kw_only=True)
@@ -247,6 +283,7 @@ class _Tail:
     roc: Roc | None  # None: a version-1 file written before the ROC existed
     per_class: list[ClassRow] | None = metric(optional=True, default=None)
     canaries: Canaries | None = metric(optional=True, default=None)
+    one_model: OneModel | None = metric(optional=True, default=None)
     # Written by the metrics stage (None while summarise's caller adds them itself; never None in a file).
     split_sizes: dict[str, int] | None = metric(omit_none=True, default=None)
     crops_skipped: dict[str, int] | None = metric(omit_none=True, default=None)
@@ -420,18 +457,20 @@ def control_conclusive(halves: list[int]) -> bool:
     return len(halves) == 2 and min(halves) >= MIN_CONTROL_HALF
 
 
-def metrics_from_json(payload: Any, where: str | Path = "metrics.json") -> MetricsFile:
-    """A ``metrics.json`` payload of any version, upgraded and checked."""
+def _upgraded(cls: type[T], upgrade: Any, payload: Any, where: str | Path) -> T:
     if not isinstance(payload, dict):
         raise _wrong(str(where), "", "an object", payload)
-    return from_json(MetricsFile, upgrade_metrics(payload), str(where))
+    return from_json(cls, upgrade(payload), str(where))
+
+
+def metrics_from_json(payload: Any, where: str | Path = "metrics.json") -> MetricsFile:
+    """A ``metrics.json`` payload of any version, upgraded and checked."""
+    return _upgraded(MetricsFile, upgrade_metrics, payload, where)
 
 
 def evaluation_from_json(payload: Any, where: str | Path = "evaluation.json") -> EvaluationFile:
     """An ``evaluation.json`` payload of any version, upgraded and checked."""
-    if not isinstance(payload, dict):
-        raise _wrong(str(where), "", "an object", payload)
-    return from_json(EvaluationFile, upgrade_evaluation(payload), str(where))
+    return _upgraded(EvaluationFile, upgrade_evaluation, payload, where)
 
 
 def read_metrics(path: str | Path) -> MetricsFile:
@@ -439,8 +478,7 @@ def read_metrics(path: str | Path) -> MetricsFile:
     return metrics_from_json(read_json(path), path)
 
 
-def read_evaluation(path: str | Path) -> EvaluationFile:
-    """``evaluation.json`` read, upgraded from an older version and checked."""
+def read_evaluation(path: str | Path) -> EvaluationFile:  # the same for evaluation.json
     return evaluation_from_json(read_json(path), path)
 
 
@@ -457,11 +495,6 @@ def summary_fields(cls: type) -> set[str]:
     return {json_key(f) for f in fields(cls)}
 
 
-def _check_summary_rows() -> None:
-    for row in SUMMARY_ROWS:
-        for cls in (DirectionSummary, PooledSummary):
-            if row.key not in summary_fields(cls):
-                raise AssertionError(f"SUMMARY_ROWS key '{row.key}' is not a field of {cls.__name__}")
-
-
-_check_summary_rows()
+for _row, _cls in ((row, cls) for row in SUMMARY_ROWS for cls in (DirectionSummary, PooledSummary)):
+    if _row.key not in summary_fields(_cls):
+        raise AssertionError(f"SUMMARY_ROWS key '{_row.key}' is not a field of {_cls.__name__}")

@@ -13,10 +13,11 @@ from dejavu.metrics.population import FRACTIONS, accuracy_at, accuracy_curve
 from dejavu.metrics.pvalue import format_p
 from dejavu.metrics.roc import roc_summary
 from dejavu.metrics.schema import (
-    MIN_CONTROL_HALF, POOLED_MEANS, SCHEMA_VERSION, Canaries, CanaryGroup, CanaryRoc, ClassRow, ControlSummary, Curve,
-    DirectionSummary, MetricsFile, PooledSummary, Roc, control_conclusive, from_json, to_json,
+    MIN_CONTROL_HALF, POOLED_MEANS, SCHEMA_VERSION, Calibration, Canaries, CanaryGroup, CanaryRoc, ClassRow,
+    ControlSummary, Curve, DirectionSummary, ExcessGap, MetricsFile, OneModel, PooledSummary, Roc, control_conclusive,
+    from_json, to_json,
 )
-from dejavu.metrics.stats import bootstrap_gap_ci, mcnemar_exact
+from dejavu.metrics.stats import bootstrap_gap_ci, excess_test, mcnemar_exact
 
 # (direction, attacked set, target model, reference model). The swapped direction B cancels any
 # overall quality difference between the two models when the two are pooled (as in the paper).
@@ -26,8 +27,15 @@ DIRECTIONS = (("A", "A", "A", "B"), ("B", "B", "B", "A"))
 def _predict(neighbour_labels: np.ndarray, n_classes: int, labels: np.ndarray) -> dict[str, np.ndarray]:
     """Votes of int (Q, k) neighbour labels against int (Q,) true labels: displayed predictions, expected
     top-1 / top-5 correctness (ties fractional), confidence and the true label's votes."""
-    counts = vote(neighbour_labels, n_classes)
-    # How many of the k neighbours carry the true label, and as a share of k.
+    out = _predict_counts(vote(neighbour_labels, n_classes), labels)
+    out["true_share"] = out["true_votes"] / max(neighbour_labels.shape[1], 1)
+    return out
+
+
+def _predict_counts(counts: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+    """:func:`_predict` of (Q, C) vote counts, or of class probabilities (the one-model test's classifier:
+    a probability is a vote of weight p; ``true_votes`` is then the true class's probability)."""
+    # How many of the k neighbours carry the true label (the probability of it, for a classifier).
     true_votes = counts[np.arange(len(labels)), labels]
     top5 = voted_top(counts, 5)
     return {
@@ -39,7 +47,6 @@ def _predict(neighbour_labels: np.ndarray, n_classes: int, labels: np.ndarray) -
         "top5_correct": expected_correct(counts, labels, 5).round(6),
         "confidence": confidence(counts),
         "true_votes": true_votes,
-        "true_share": true_votes / max(neighbour_labels.shape[1], 1),
     }
 
 
@@ -66,13 +73,22 @@ def direction_table(
     ``*_correct`` and ``*_top5_correct`` are expected correctness in [0, 1] under a random tie-break
     (:func:`dejavu.attack.vote.expected_correct`); ``*_top1`` / ``*_top5`` show the voted labels by
     decreasing vote, equal votes by label; ``partition`` is the most probable part
-    (:func:`dejavu.metrics.partition.partition_labels`)."""
+    (:func:`dejavu.metrics.partition.partition_labels`).
+
+    A ``reference`` holding ``probabilities`` (the one-model test's correlation classifier) instead of
+    ``neighbour_labels`` is scored on its class probabilities: ``reference_true_prob`` replaces
+    ``reference_true_votes`` and ``dejavu_score`` is :func:`entropy_score`."""
     t_rows = index_of_ids(target["ids"], ids, f"neighbours of model {target_model}")
-    r_rows = index_of_ids(reference["ids"], ids, f"neighbours of model {reference_model}")
     labels = table.labels[index_of_ids(table.ids, ids, "dataset")]
     crop_rows = index_of_ids(crops["id"], ids, "crops.csv")
     t = _predict(target["neighbour_labels"][t_rows], n_classes, labels)
-    r = _predict(reference["neighbour_labels"][r_rows], n_classes, labels)
+    classifier = "probabilities" in reference
+    if classifier:
+        r_rows = index_of_ids(reference["ids"], ids, f"probabilities of the {reference_model}")
+        r = _predict_counts(reference["probabilities"][r_rows], labels)
+    else:
+        r_rows = index_of_ids(reference["ids"], ids, f"neighbours of model {reference_model}")
+        r = _predict(reference["neighbour_labels"][r_rows], n_classes, labels)
     return {
         "id": ids,
         "direction": np.full(len(ids), direction),
@@ -92,9 +108,23 @@ def direction_table(
         "reference_top5_correct": r["top5_correct"],
         "partition": partition_labels(t["correct"], r["correct"]),
         "target_true_votes": t["true_votes"],
-        "reference_true_votes": r["true_votes"],
-        "dejavu_score": dejavu_margin(t["true_share"], r["true_share"]),
+        **({"reference_true_prob": r["true_votes"].round(6),
+            "dejavu_score": entropy_score(t["confidence"], r["confidence"])} if classifier else
+           {"reference_true_votes": r["true_votes"], "dejavu_score": dejavu_margin(t["true_share"], r["true_share"])}),
     }
+
+
+def entropy_score(target_confidence: np.ndarray, classifier_confidence: np.ndarray) -> np.ndarray:
+    """The one-model test's per-example score (Kokhlikyan et al. 2024): the classifier's entropy minus the
+    kNN vote's, in nats (confidences are minus entropies): high where the target's neighbours agree on a
+    class that the background alone leaves uncertain. It needs no label. Rounded to 6 decimals.
+
+    Example:
+        >>> entropy_score(np.array([0.0, -0.7]), np.array([-1.2, -0.2])).tolist()
+        [1.2, -0.5]
+    """
+    score = np.asarray(target_confidence, np.float64) - np.asarray(classifier_confidence, np.float64)
+    return score.round(6) + 0.0
 
 
 def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -123,6 +153,21 @@ def attack_tables(
             neighbours[(reference_model, "T")], target_model, reference_model, n_classes,
         ))
     return {"attack": _concat(attack), "control": _concat(control)}
+
+
+def one_model_tables(
+    table: ImageTable, crops: dict[str, np.ndarray], neighbours: dict[tuple[str, str], dict[str, np.ndarray]],
+    probabilities: dict[str, dict[str, np.ndarray]], n_classes: int, reference_model: str = "classifier",
+) -> dict[str, dict[str, np.ndarray]]:
+    """The one-model test's tables: ``attack`` is direction A (target A against the correlation classifier on
+    A's crops), ``control`` direction T (the same two on every T crop: the classifier never trained on
+    either set, the target trained on A only)."""
+    out = {}
+    for key, name in (("attack", "A"), ("control", "T")):
+        ids = np.sort(neighbours[("A", name)]["ids"])
+        out[key] = direction_table(table, crops, ids, name, neighbours[("A", name)], probabilities[name],
+                                   "A", reference_model, n_classes)
+    return out
 
 
 def direction_summary(rows: dict[str, np.ndarray], gap_ci95: list[float] | None = None) -> DirectionSummary:
@@ -273,8 +318,16 @@ def canary_summary(tables: dict[str, dict[str, np.ndarray]], canaries: np.ndarra
                                          bootstrap=metrics_config.bootstrap, level=metrics_config.ci_level, seed=seed))
         for name in ("canaries", "ordinary")
     }
-    return Canaries(ids=int(len(canaries)), repeats=int(repeats),
-                    **{name: _group_summary(rows) for name, rows in groups.items()}, roc=CanaryRoc(**roc))
+    summaries = {name: _group_summary(rows) for name, rows in groups.items()}
+    # The one-model test's statistic for each group (T's gap is not zero there: the classifier and the
+    # kNN vote differ on any crop); in the two-model test T's gap is near zero and this is the gap's test.
+    columns = ("target_correct", "reference_correct")
+    control = {key: np.asarray(groups["control"][key], np.float64) for key in columns}
+    for name in ("canaries", "ordinary"):
+        e = excess_test({key: np.asarray(groups[name][key], np.float64) for key in columns}, control, _gap,
+                        metrics_config.bootstrap, metrics_config.ci_level, seed)
+        summaries[name].excess_over_T = ExcessGap(value=e.value, ci95=list(e.ci), p_value=e.p_value)
+    return Canaries(ids=int(len(canaries)), repeats=int(repeats), **summaries, roc=CanaryRoc(**roc))
 
 
 def _roc(summary: dict) -> Roc:
@@ -284,15 +337,19 @@ def _roc(summary: dict) -> Roc:
 
 def summarise(tables: dict[str, dict[str, np.ndarray]], metrics_config, seed: int, class_names: np.ndarray | None = None,
               canaries: np.ndarray | None = None, canary_repeats: int = 1, split_sizes: dict[str, int] | None = None,
-              crops_skipped: dict[str, int] | None = None) -> dict:
+              crops_skipped: dict[str, int] | None = None, classifier: dict | None = None) -> dict:
     """``metrics.json`` (:class:`dejavu.metrics.schema.MetricsFile` as JSON): pooled attack metrics at the top
     level, ``control`` with the same keys, and ``roc``: :func:`dejavu.metrics.roc.roc_summary` of the
     per-example ``dejavu_score``, attacked crops (members) against control crops (non-members). With
     ``canaries`` (ids, non-empty): ``canaries``, :func:`canary_summary`. ``split_sizes`` and ``crops_skipped``
-    (the metrics stage's) last; left out when None."""
+    (the metrics stage's) last; left out when None. With ``classifier`` (``classifier.json`` of the
+    correlation stage) the tables are :func:`one_model_tables`' and ``one_model`` is
+    :func:`one_model_summary`, which the verdict then rests on."""
     attack = pooled_summary(tables["attack"], metrics_config, seed)
     pooled_control = pooled_summary(tables["control"], metrics_config, seed)
-    conclusive = control_conclusive([d.n_attacked for d in pooled_control.directions.values()])
+    halves = [d.n_attacked for d in pooled_control.directions.values()]
+    # The one-model control is all of T in one direction (there is no second model to swap in).
+    conclusive = (sum(halves) >= 2 * MIN_CONTROL_HALF) if classifier is not None else control_conclusive(halves)
     control = ControlSummary(**_fields_of(pooled_control), conclusive=conclusive,
                              indistinguishable_from_zero=bool(conclusive and pooled_control.mcnemar_p > 0.05))
     # Membership-inference view: the per-example score of attacked crops (members: trained on by their
@@ -302,15 +359,73 @@ def summarise(tables: dict[str, dict[str, np.ndarray]], metrics_config, seed: in
         tables["attack"]["dejavu_score"], tables["control"]["dejavu_score"],
         bootstrap=metrics_config.bootstrap, level=metrics_config.ci_level, seed=seed,
     ))
+    one_model = one_model_summary(tables, classifier, metrics_config, seed) if classifier is not None else None
     metrics = MetricsFile(
-        schema_version=SCHEMA_VERSION, verdict=verdict(attack, control, metrics_config.alpha),
+        schema_version=SCHEMA_VERSION,
+        verdict=verdict(attack, control, metrics_config.alpha) if one_model is None else
+        one_model_verdict(attack, control, one_model, metrics_config.alpha),
         alpha=metrics_config.alpha, **_fields_of(attack), control=control, roc=roc,
         per_class=per_class(tables["attack"], class_names) if class_names is not None else None,
         canaries=canary_summary(tables, canaries, canary_repeats, metrics_config, seed)
         if canaries is not None and len(canaries) else None,
-        split_sizes=split_sizes, crops_skipped=crops_skipped,
+        one_model=one_model, split_sizes=split_sizes, crops_skipped=crops_skipped,
     )
     return to_json(metrics)
+
+
+def _gap(rows: dict[str, np.ndarray]) -> float:
+    return float(np.mean(rows["target_correct"]) - np.mean(rows["reference_correct"]))
+
+
+def _gap_top20(rows: dict[str, np.ndarray]) -> float:
+    return (accuracy_at(rows["target_correct"], rows["target_confidence"], 0.20)
+            - accuracy_at(rows["reference_correct"], rows["reference_confidence"], 0.20))
+
+
+def one_model_summary(tables: dict[str, dict[str, np.ndarray]], classifier: dict, metrics_config,
+                      seed: int) -> OneModel:
+    """``metrics.json["one_model"]``. The gap of the target's kNN vote over the classifier on A's crops mixes
+    two things: memorization, and how a kNN vote on self-supervised embeddings compares with a supervised
+    classifier on any crop of this data. T, which neither saw, measures the second alone, so the excess
+    gap (A's minus T's, :func:`dejavu.metrics.stats.excess_test`; also among the 20 % most confident) is
+    what memorization adds."""
+    columns = ("target_correct", "reference_correct", "target_confidence", "reference_confidence")
+    a, t = ({key: np.asarray(tables[name][key], np.float64) for key in columns} for name in ("attack", "control"))
+    level, n = metrics_config.ci_level, metrics_config.bootstrap
+    excess = {name: excess_test(a, t, statistic, n, level, seed)
+              for name, statistic in (("all", _gap), ("top20", _gap_top20))}
+    cal = classifier["calibration"]
+    return OneModel(
+        reference="correlation classifier",
+        **{key: ExcessGap(value=e.value, ci95=list(e.ci), p_value=e.p_value)
+           for key, e in (("excess_gap", excess["all"]), ("excess_gap_top20", excess["top20"]))},
+        permutations=int(n),
+        calibration_T=from_json(Calibration, cal["T"], "classifier.json", "calibration.T"),
+        calibration_validation=from_json(Calibration, cal["validation"], "classifier.json", "calibration.validation")
+        if cal.get("validation") else None,
+        temperature=float(classifier["temperature"]), trained_on={k: int(v) for k, v in classifier["trained_on"].items()},
+    )
+
+
+def one_model_verdict(attack: PooledSummary, control: ControlSummary, one: OneModel, alpha: float) -> str:
+    """The one-model test's one-sentence conclusion, decided by the excess gap (A's gap over T's)."""
+    e, cal = one.excess_gap, one.calibration_T
+    lo, hi = (100 * v for v in e.ci95)
+    numbers = (
+        f"on its training crops the target's kNN vote beats the correlation classifier by {attack.gap * 100:+.1f} "
+        f"points ({attack.target_acc:.1%} vs {attack.reference_acc:.1%}), on held-out crops by "
+        f"{control.gap * 100:+.1f} ({control.target_acc:.1%} vs {control.reference_acc:.1%}): an excess of "
+        f"{e.value * 100:+.1f} points ({100 * attack.ci_level:.0f} % CI {lo:+.1f} to {hi:+.1f}, permutation "
+        f"p = {format_p(e.p_value)}); the classifier, never trained on A or T, is {cal.accuracy:.1%} accurate on "
+        f"T at a mean confidence of {cal.mean_confidence:.1%} (ECE {cal.ece:.3f})"
+    )
+    if not control.conclusive:
+        return (f"No verdict (one-model test): only {control.n_attacked} held-out crops (at least "
+                f"{2 * MIN_CONTROL_HALF} needed) to measure the classifier against the target where neither "
+                f"trained; {numbers}.")
+    if e.p_value < alpha and e.value > 0:
+        return f"Déjà vu memorization detected (one-model test, α = {alpha:g}): {numbers}."
+    return f"No déjà vu memorization detected at α = {alpha:g} (one-model test): {numbers}."
 
 
 def _correctness(rows: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -12,7 +12,6 @@ from typing import Any, Sequence
 import numpy as np
 
 from dejavu import artifacts
-from dejavu.artifacts import MODELS
 from dejavu.attack.vote import expected_correct, top_predictions, vote
 from dejavu.data.records import ImageTable, index_of_ids
 from dejavu.errors import RunFolderError
@@ -24,6 +23,9 @@ from dejavu.runs import Run
 # Which attacked set a direction's crops come from (A attacks set A with model A, ...).
 ATTACKED_SET = {direction: attacked for direction, attacked, _, _ in DIRECTIONS}
 ROLES = ("target", "reference")
+# (direction, target, reference) of a samples.csv row: the two-model test's directions, and the one-model
+# test's direction A, where the correlation classifier is the reference.
+ATTACKS = {*((d, t, r) for d, _, t, r in DIRECTIONS), ("A", "A", artifacts.CLASSIFIER)}
 
 
 # The columns of samples.csv the report reads (the gallery sorts, captions and draws from them).
@@ -57,10 +59,11 @@ def read_samples(path: Path, known_ids: np.ndarray | None = None) -> list[dict[s
             except (TypeError, ValueError):
                 raise artifacts.refuse(path, f"holds {row[column]!r} on line {line}, column {column!r}",
                                        "an integer" if kind is int else "a number", advice) from None
-        if row["direction"] not in ATTACKED_SET or {row["target_model"], row["reference_model"]} != set(MODELS):
+        if (row["direction"], row["target_model"], row["reference_model"]) not in ATTACKS:
             raise artifacts.refuse(path, f"has on line {line} direction {row['direction']!r} attacked by models "
                                          f"{row['target_model']!r} and {row['reference_model']!r}",
-                                   "direction A or B, attacked by models A and B", advice)
+                                   "direction A or B, attacked by models A and B (or A against the classifier of "
+                                   "the one-model test)", advice)
     strangers = np.setdiff1d([row["id"] for row in rows], known_ids) if known_ids is not None else []
     if len(strangers):
         raise artifacts.refuse(path, f"lists {artifacts.count(len(strangers), 'ids')} the catalog does not hold "
@@ -107,6 +110,20 @@ class NeighbourLookup:
                 "from", artifacts.redo(self.run.root, "metrics"))
         row = rows[query_id]
         return arrays["neighbour_ids"][row].astype(str), arrays["neighbour_labels"][row]
+
+    def probabilities(self, query_set: str, query_id: str) -> np.ndarray:
+        """The one-model test's classifier: its class probabilities (C,) of the crop ``query_id``."""
+        key = (artifacts.CLASSIFIER, query_set)
+        if key not in self._cache:
+            arrays = artifacts.load_probabilities(self.run, query_set, n_classes=len(self.table.class_names))
+            self._cache[key] = ({str(i): r for r, i in enumerate(arrays["ids"].tolist())}, arrays)
+        rows, arrays = self._cache[key]
+        if query_id not in rows:
+            raise artifacts.refuse(
+                self.run.model_dir(artifacts.CLASSIFIER) / f"probabilities_{query_set}.npz",
+                f"has no probabilities of {query_id!r}, which samples.csv lists", "the crops samples.csv was "
+                "computed from", artifacts.redo(self.run.root, "metrics"))
+        return arrays["probabilities"][rows[query_id]]
 
 
 # Sample crops ------------------------------------------------------------------------------------
@@ -240,8 +257,32 @@ def model_block(table: ImageTable, row: dict[str, str], role: str, ids: np.ndarr
             "ids_json": json.dumps([nb["id"] for group in groups for nb in group["neighbours"]])}
 
 
+def classifier_block(table: ImageTable, row: dict[str, str], probabilities: np.ndarray) -> dict[str, Any]:
+    """The one-model test's reference on a gallery crop: the correlation classifier's class probabilities
+    (as :func:`model_block`'s bars, in per cent), with no neighbours behind them."""
+    label, p = int(row["label"]), np.asarray(probabilities, np.float64)
+    predicted = int(top_predictions(p[None, :], 1)[0, 0])
+    bars, others = vote_bars(p.tolist(), label, predicted, 1)
+    for bar in bars:
+        bar["class_name"] = class_name(table, bar["label"])
+        bar["votes"] = f"{100 * p[bar['label']]:.0f} %"
+    others["votes"] = f"{100 * sum(p[c] for c in range(len(p)) if c not in {b['label'] for b in bars}):.0f} %"
+    correct = float(expected_correct(p[None, :], np.array([label]), 1)[0])
+    summary = (f"true class {class_name(table, label)}: probability {p[label]:.1%} · predicted "
+               f"{class_name(table, predicted)} ({p[predicted]:.1%}) · top-1 counted as right: {correct:.3g}")
+    return {"role": "reference", "model": row["reference_model"], "k": 1, "counts": p.tolist(),
+            "true_votes": float(p[label]), "predicted": predicted, "predicted_votes": float(p[predicted]), "tied": [],
+            "correct": correct, "rival": None, "summary": summary, "bars": bars, "others": others, "groups": [],
+            "ids_json": "[]"}
+
+
 def _caption(table: ImageTable, row: dict[str, str], votes: dict[str, dict[str, Any]]) -> str:
     target, reference = votes["target"], votes["reference"]
+    if row["reference_model"] == artifacts.CLASSIFIER:
+        return (f"{row['id']} · one-model test (target model {row['target_model']} against the correlation classifier) "
+                f"· true class {class_name(table, row['label'])} · target confidence "
+                f"{float(row['target_confidence']):.3g} · true-class votes {target['true_votes']}/{target['k']}, "
+                f"classifier probability {reference['true_votes']:.3f}")
     score = (target["true_votes"] / target["k"]) - (reference["true_votes"] / reference["k"])
     return (
         f"{row['id']} · direction {row['direction']} (target model {row['target_model']}, "
@@ -256,8 +297,10 @@ def _gallery_item(table: ImageTable, row: dict[str, str], position: int, neighbo
     """One memorized example: its crop figures and each model's vote with the neighbours behind it."""
     square = [int(row[f"crop_{k}"]) for k in ("x0", "y0", "x1", "y1")]
     query_set = ATTACKED_SET.get(row["direction"], row["direction"])
-    votes = {role: model_block(table, row, role, *neighbours(row[f"{role}_model"], query_set, row["id"]),
-                               thumbnail, shown) for role in ROLES}
+    votes = {role: classifier_block(table, row, neighbours.probabilities(query_set, row["id"]))
+             if row[f"{role}_model"] == artifacts.CLASSIFIER else
+             model_block(table, row, role, *neighbours(row[f"{role}_model"], query_set, row["id"]), thumbnail, shown)
+             for role in ROLES}
     return {"id": row["id"], "direction": row["direction"], "label": int(row["label"]),
             "caption": _caption(table, row, votes), "votes": [votes[role] for role in ROLES],
             "figures": crop_figures(table, position, square, row["id"])}

@@ -16,6 +16,7 @@ from dejavu.metrics.schema import read_metrics, to_json
 from dejavu.report.conventional import conventional_data
 from dejavu.report.figures import FIGURES, save_png
 from dejavu.report.gallery import crops_data, gallery_data, read_samples
+from dejavu.report.one_model import one_model_data
 from dejavu.report.sections import (
     canaries_data, control_data, epoch_note, footer_data, membership_data, numbers_data,
     per_class_data, sanity_data, split_data, training_data,
@@ -61,6 +62,7 @@ def page_data(run: Run, metrics: Mapping[str, Any], figures: Mapping[str, bytes]
     return {
         "summary": summary,
         "numbers": numbers_data(metrics, level, len(table.class_names)),
+        "one_model": one_model_data(metrics),
         "control": control_data(metrics, level, len(table.class_names)),
         "membership": membership_data(metrics, _figure("roc", figures["roc"]) if "roc" in figures else None),
         "canaries": canaries_data(metrics),

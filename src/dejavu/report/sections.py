@@ -16,7 +16,7 @@ from dejavu.metrics.population import n_most_confident
 from dejavu.metrics.schema import SUMMARY_ROWS
 from dejavu.report.figures import save_png, training_curves
 from dejavu.report.format import (
-    auc, integer, number_or_nan, pct, points, signed3, value_range,
+    auc, integer, number_or_nan, p_value, pct, points, signed3, value_range,
 )
 from dejavu.report.leakage import leakage_data
 from dejavu.report.templating import data_uri, render
@@ -112,7 +112,8 @@ SUBSET_NOTE = ("In brackets: the crops a figure rests on (n = the most confident
 def numbers_data(metrics: Mapping[str, Any], level: float, n_classes: int | None = None) -> dict[str, Any]:
     directions = [(f"direction {name}", detail) for name, detail in metrics["directions"].items()]
     return {"rows": summary_rows(level, n_classes), "pooled": numbers_columns([("pooled attack", metrics)]),
-            "directions": numbers_columns(directions), "subset_note": SUBSET_NOTE, "top5_note": top5_note(n_classes)}
+            "directions": numbers_columns(directions), "subset_note": SUBSET_NOTE, "top5_note": top5_note(n_classes),
+            "one_model": bool(metrics.get("one_model"))}
 
 
 def control_data(metrics: Mapping[str, Any], level: float, n_classes: int | None = None) -> dict[str, Any]:
@@ -121,11 +122,12 @@ def control_data(metrics: Mapping[str, Any], level: float, n_classes: int | None
         state = "inconclusive"
     else:
         state = "zero" if control["indistinguishable_from_zero"] else "nonzero"
-    columns = [("control pooled", control)] + [
+    one_model = bool(metrics.get("one_model"))
+    columns = [("control: T", control)] if one_model else [("control pooled", control)] + [
         (f"{name} ({'T1 plays A: target A' if name == 'T1' else 'T2 plays B: target B'})", detail)
         for name, detail in control["directions"].items()
     ]
-    return {"state": state, "n_attacked": control["n_attacked"], "gap": control["gap"],
+    return {"state": state, "one_model": one_model, "n_attacked": control["n_attacked"], "gap": control["gap"],
             "p": control["mcnemar_p"], "rows": summary_rows(level, n_classes), "columns": numbers_columns(columns),
             "top5_note": top5_note(n_classes)}
 
@@ -147,12 +149,13 @@ def membership_data(metrics: Mapping[str, Any], figure: Mapping[str, str] | None
             label += " — not measurable, TPR at FPR 0"
         rows.append([label, pct(roc.get(key)), value_range(roc.get(key + "_ci"), pct)])
     return {"present": True, "rows": rows, "level_label": f"{100 * level:.0f} % bootstrap interval",
+            "one_model": bool(metrics.get("one_model")),
             "n_members": roc["n_members"], "n_nonmembers": roc["n_nonmembers"],
             "min_fpr": "n/a" if math.isnan(min_fpr) else f"{min_fpr:.3g}", "figure": figure}
 
 
-CANARY_HEADER = ["", "crops", "target acc", "reference acc", "gap (points)", "memorized", "mean déjà vu score",
-                 "AUC vs T", "TPR at 1 % FPR vs T"]
+CANARY_HEADER = ["", "crops", "target acc", "reference acc", "gap (points)", "gap over T's [interval], p",
+                 "memorized", "mean déjà vu score", "AUC vs T", "TPR at 1 % FPR vs T"]
 CANARY_GROUPS = (("canaries", "canaries (planted)"), ("ordinary", "ordinary A images"), ("control", "T (control)"))
 
 
@@ -167,11 +170,20 @@ def canaries_data(metrics: Mapping[str, Any]) -> dict[str, Any] | None:
         group, versus = canaries.get(key, {}), roc.get(f"{key}_vs_T", {})
         rows.append([
             label, integer(group.get("n")), pct(group.get("target_acc")), pct(group.get("reference_acc")),
-            points(group.get("gap")), pct(group.get("memorized")), signed3(group.get("mean_dejavu_score")),
+            points(group.get("gap")), _excess_cell(group.get("excess_over_T")),
+            pct(group.get("memorized")), signed3(group.get("mean_dejavu_score")),
             f"{auc(versus.get('auc'))} ({value_range(versus.get('auc_ci'), auc)})" if versus else "—",
             pct(versus.get("tpr_at_fpr_0.01")) if versus else "—",
         ])
-    return {"ids": canaries.get("ids"), "repeats": canaries.get("repeats"), "header": CANARY_HEADER, "rows": rows}
+    return {"ids": canaries.get("ids"), "repeats": canaries.get("repeats"), "header": CANARY_HEADER, "rows": rows,
+            "one_model": bool(metrics.get("one_model"))}
+
+
+def _excess_cell(excess: Mapping[str, Any] | None) -> str:
+    if not excess:
+        return "—"
+    return (f"{points(excess['value'])} [{points(excess['ci95'][0])}, {points(excess['ci95'][1])}], "
+            f"p = {p_value(excess['p_value'])}")
 
 
 def canary_section(metrics: Mapping[str, Any]) -> str:
@@ -194,6 +206,11 @@ def per_class_data(metrics: Mapping[str, Any]) -> dict[str, Any]:
 ROLES_OF_SETS = {"A": "target's training set, attacked", "B": "reference's training set, attacked",
                  "shared": "in both training sets, never attacked", "X": "public set (neighbours)",
                  "T": "held out (control)"}
+# In the one-model test B trains the correlation classifier (with X) and is not attacked.
+ONE_MODEL_ROLES = {"B": "trains the correlation classifier (with X's crops), not attacked",
+                   "X": "public set (neighbours; with B, the classifier's training crops)",
+                   "shared": "in the target's training set, never attacked",
+                   "T": "held out (control: neither the target nor the classifier trained on it)"}
 
 
 def split_data(run: Run, metrics: Mapping[str, Any], table: ImageTable) -> dict[str, Any]:
@@ -203,7 +220,8 @@ def split_data(run: Run, metrics: Mapping[str, Any], table: ImageTable) -> dict[
     skipped = metrics.get("crops_skipped", {})
     checks = split.get("checks", {})
     counts = checks.get("per_class_counts", {})
-    rows = [[name, ROLES_OF_SETS.get(name, ""), sizes.get(name, ""),
+    roles = {**ROLES_OF_SETS, **(ONE_MODEL_ROLES if metrics.get("one_model") else {})}
+    rows = [[name, roles.get(name, ""), sizes.get(name, ""),
              _count_range(counts.get(name)), skipped.get(name, "-")] for name in sizes]
     how = ("the paper's partition (boxed images halved between A and B, unboxed images shared, X and T from "
            "the rest)" if split.get("scheme", "balanced") == "paper" else "balanced per class")

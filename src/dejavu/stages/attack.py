@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dejavu.artifacts import CROP_SETS, MODELS, kept_crops, load_embeddings, load_split, load_table
+from dejavu.artifacts import MODELS, kept_crops, load_embeddings, load_split, load_table, models_of, query_sets_of
 from dejavu.attack.embed import embed_batches
 from dejavu.attack.neighbours import knn
 from dejavu.data.augment import eval_images
@@ -17,7 +17,7 @@ from dejavu.errors import CheckpointError, DataError, ModelError
 from dejavu.models.encoder import build_encoder
 from dejavu.models.outside import check_pair, input_side, load_outside
 from dejavu.runs import Run, save_npz
-from dejavu.stages.declaration import Stage, fingerprint
+from dejavu.stages.declaration import WHICH_MODELS, Stage, fingerprint
 from dejavu.stages.train import TRAIN
 from dejavu import distributed
 from dejavu.train.checkpoints import load_weights
@@ -62,12 +62,14 @@ def load_encoder(run: Run, model: str) -> torch.nn.Module:
 
 
 def load_encoders(run: Run) -> dict[str, torch.nn.Module]:
-    """Both models' encoders; in an audit checked to be of one network with equal embedding widths."""
+    """Both models' encoders (the target alone in the one-model test); in an audit checked to be of one
+    network with equal embedding widths."""
     c = run.config
     if not c.model.audited:
         return {model: load_encoder(run, model) for model in MODELS}
-    loaded = {model: load_outside(c, model) for model in MODELS}
-    check_pair(loaded["A"], loaded["B"], c.attack.layer)
+    loaded = {model: load_outside(c, model) for model in models_of(c)}
+    if "B" in loaded:
+        check_pair(loaded["A"], loaded["B"], c.attack.layer)
     return {model: item.encoder for model, item in loaded.items()}
 
 
@@ -124,17 +126,17 @@ def stage_embed(run: Run) -> Path:
     public = embed_batches(encoders, (eval_images(images, side) for images in source.batches(chunks)),
                            c.attack.layer, device)
     dtype = c.attack.embedding_dtype
-    stored = {model: stored_embeddings(public[model], model, "images of set X", dtype) for model in MODELS}
-    for model in MODELS:
+    stored = {model: stored_embeddings(public[model], model, "images of set X", dtype) for model in encoders}
+    for model in encoders:
         save_npz(run.embeddings_dir / f"model_{model}" / "public_X.npz", ids=table.ids[public_rows],
                  labels=table.labels[public_rows], embeddings=stored[model])
-    for name in CROP_SETS:
+    for name in query_sets_of(c):
         ids, squares = kept_crops(run, name, table)
         rows = index_of_ids(table.ids, ids, f"crops of {name}")
         batches = crop_batches(table, rows, squares, side, c.attack.batch_size, c.data.workers)
         crops = embed_batches(encoders, batches, c.attack.layer, device)
-        stored = {model: stored_embeddings(crops[model], model, f"crops of set {name}", dtype) for model in MODELS}
-        for model in MODELS:
+        stored = {model: stored_embeddings(crops[model], model, f"crops of set {name}", dtype) for model in encoders}
+        for model in encoders:
             save_npz(run.embeddings_dir / f"model_{model}" / f"crops_{name}.npz", ids=ids, embeddings=stored[model])
     return run.embeddings_dir
 
@@ -142,7 +144,7 @@ def stage_embed(run: Run) -> Path:
 def stage_neighbours(run: Run) -> Path:
     """Exact k nearest public neighbours of every crop, in each model's own embedding space."""
     c = run.config
-    for model in MODELS:
+    for model in models_of(c):
         public = load_embeddings(run, model, "public_X")
         if c.attack.k > len(public["ids"]):
             # The split checks this too, but a sweep point may adopt a split made for a smaller k.
@@ -150,7 +152,7 @@ def stage_neighbours(run: Run) -> Path:
                 f"config key 'attack.k' = {c.attack.k} is larger than the public set X ({len(public['ids'])} "
                 "images after the split); lower attack.k or raise split.x_per_class"
             )
-        for name in CROP_SETS:
+        for name in query_sets_of(c):
             crops = load_embeddings(run, model, f"crops_{name}", width=public["embeddings"].shape[1])
             distances, rows = knn(crops["embeddings"].astype(np.float32), public["embeddings"].astype(np.float32),
                                   c.attack.k, c.attack.backend)
@@ -167,5 +169,6 @@ EMBED = Stage(
 )
 NEIGHBOURS = Stage(
     "neighbours", stage_neighbours, reads=("embed",), keys=("attack.k", "attack.backend"), outputs=("neighbours",),
+    also_reads=WHICH_MODELS,
     description="the k nearest public neighbours (in X) of every crop, in each model's embedding space",
 )

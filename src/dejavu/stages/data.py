@@ -9,7 +9,7 @@ import numpy as np
 from dejavu.artifacts import CROP_COLUMNS, CROP_SETS, load_split, load_table, write_csv
 from dejavu.artifacts.export import discard_export, write_export
 from dejavu.data.catalog import build_scenes, discard_progress, ingest, read_entries
-from dejavu.data.crops import corner_crop, periphery_crop
+from dejavu.data.crops import Crop, corner_crop, periphery_crop
 from dejavu.data.leakage import duplicate_keep_mask, exact_duplicate_pairs, leakage_checks, near_duplicate_pairs
 from dejavu.data.leakage_outcome import leakage_outcome, near_duplicates_block
 from dejavu.data.records import ImageTable, index_of_ids
@@ -167,6 +167,15 @@ def choose_canaries(table: ImageTable, a_ids: np.ndarray, count: int, split_seed
     return np.sort(rng.choice(boxed, size=count, replace=False))
 
 
+def crop_of(table: ImageTable, position: int, c) -> Crop:
+    """The crop (``crop.*`` config ``c``) of the image at ``position``: periphery or corner, or why none."""
+    boxes = table.boxes_of(position)
+    width, height = (int(v) for v in table.sizes[position])
+    if c.mode == "corner":
+        return corner_crop(boxes, width, height, c.corner_fraction)
+    return periphery_crop(boxes, width, height, c.min_side_px, rule=c.rule)
+
+
 def stage_crops(run: Run) -> Path:
     """Periphery (or corner) crops of every image of A, B and T into ``data/crops.csv`` (skips with reasons).
 
@@ -179,10 +188,7 @@ def stage_crops(run: Run) -> Path:
         for position in index_of_ids(table.ids, sets[name], f"split set {name}"):
             boxes = table.boxes_of(position)
             width, height = (int(v) for v in table.sizes[position])
-            if c.mode == "corner":
-                crop = corner_crop(boxes, width, height, c.corner_fraction)
-            else:
-                crop = periphery_crop(boxes, width, height, c.min_side_px, rule=c.rule)
+            crop = crop_of(table, position, c)
             rect = crop.rect or (-1, -1, -1, -1)
             square = crop.square or (-1, -1, -1, -1)
             rows.append([str(table.ids[position]), name, int(table.labels[position]), width, height, len(boxes),

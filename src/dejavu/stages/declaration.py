@@ -22,6 +22,13 @@ from dejavu.runs import Run
 ALL = "*"  # a stage that reads the whole config as saved, every method's section included (the report shows it)
 
 
+# Read by stages that only ask which models a run has (both, or the target alone in the one-model test):
+# the tokens of the stages they read already change with that.
+WHICH_MODELS = {
+    "model.target": "which models there are (one-model test or not); the stages it reads carry the change in their tokens",
+    "model.reference": "which models there are (one-model test or not); the stages it reads carry the change in their tokens",
+}
+
 @dataclass(frozen=True)
 class Stage:
     """One step of the pipeline.
@@ -43,6 +50,9 @@ class Stage:
       the help of its CLI command.
     - ``external``: what it reads from outside the run folder and the config, as ``config -> {name: value}``
       (an audited checkpoint's SHA-256): part of the fingerprint, so a replaced file is read again.
+    - ``applies``: ``config -> bool``, whether the config needs the stage at all (the one-model test trains
+      no reference; the correlation classifier exists only there); None: always. A stage that does not
+      apply is not run, and the stages reading it see it as absent; ``unneeded`` says why, in the log.
 
     Example:
         >>> Stage("neighbours", stage_neighbours, reads=("embed",), keys=("attack.k", "attack.backend"),
@@ -61,6 +71,11 @@ class Stage:
     every_process: bool = False
     description: str = field(default="", compare=False)
     external: Callable[[Config], dict[str, Any]] | None = field(default=None, repr=False, compare=False)
+    applies: Callable[[Config], bool] | None = field(default=None, repr=False, compare=False)
+    unneeded: str = field(default="", compare=False)
+
+    def needed(self, config: Config) -> bool:
+        return self.applies is None or self.applies(config)
 
     @property
     def cli_command(self) -> str:
@@ -82,6 +97,8 @@ def effective_tree(config: Config) -> dict[str, Any]:
     # its models keeps the fingerprints it had before audits existed.
     if not (tree["model"]["target"] or tree["model"]["reference"]):  # (not ModelConfig.audited: no read)
         tree["model"] = None
+    if not (tree["model"] and tree["model"]["target"] and not tree["model"]["reference"]):  # not one_model
+        tree["correlation"] = None
     return tree
 
 
@@ -138,4 +155,8 @@ def own_fingerprint(stage: Stage, config: Config, seeds: dict[str, int]) -> str:
 def fingerprint(stage: Stage, run: Run) -> str:
     """The stage's fingerprint in ``run``: its own keys and seeds, and the tokens of the runs of the
     stages it reads (so re-running one stage invalidates everything that read it)."""
-    return _hash(own_fingerprint(stage, run.config, run.seeds), *(run.token(name) for name in stage.reads))
+    # A stage this config does not need (the reference's training in the one-model test, the classifier in
+    # the two-model test) never completes: its "missing" token is left out, so declaring it as read changed
+    # no fingerprint of a folder written before it existed.
+    tokens = (run.token(name) for name in stage.reads)
+    return _hash(own_fingerprint(stage, run.config, run.seeds), *(t for t in tokens if t != "missing"))

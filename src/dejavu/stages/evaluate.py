@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dejavu.artifacts import MODELS, load_split, load_table, own_rows
+from dejavu.artifacts import load_split, load_table, models_of, own_rows
 from dejavu.attack.embed import embed_batches
 from dejavu.data.augment import eval_images
 from dejavu.data.records import ImageTable, index_of_ids
@@ -52,10 +52,11 @@ def stage_evaluate(run: Run) -> Path:
     images = FullImages(run, table, {model: LayerStack(encoder, layers) for model, encoder in load_encoders(run).items()})
     public_rows = index_of_ids(table.ids, sets["X"], "split set X")
     test_rows = index_of_ids(table.ids, sets["T"], "split set T")
-    public, test = images.embed(MODELS, public_rows), images.embed(MODELS, test_rows)
+    embedded = models_of(c)
+    public, test = images.embed(embedded, public_rows), images.embed(embedded, test_rows)
     k = min(c.evaluate.knn_k, len(public_rows))
     models, sizes = {}, {"X": len(public_rows), "T": len(test_rows)}
-    for model in MODELS:
+    for model in embedded:
         train_rows = own_rows(table, sets, model)
         sizes[model] = len(train_rows)
         train = images.embed((model,), train_rows)[model]

@@ -7,12 +7,13 @@ from pathlib import Path
 import numpy as np
 
 from dejavu.artifacts import (
-    CROP_SETS, MODELS, load_crops, load_neighbours, load_sanity, load_table, read_split, write_csv,
+    CLASSIFIER, CROP_SETS, load_classifier_summary, load_crops, load_neighbours, load_probabilities, load_sanity,
+    load_table, models_of, query_sets_of, read_split, write_csv,
 )
 from dejavu.metrics.sanity import no_verdict
-from dejavu.metrics.tables import attack_tables, summarise
+from dejavu.metrics.tables import attack_tables, one_model_tables, summarise
 from dejavu.runs import Run, write_json
-from dejavu.stages.declaration import Stage
+from dejavu.stages.declaration import WHICH_MODELS, Stage
 
 
 def stage_metrics(run: Run) -> Path:
@@ -25,13 +26,22 @@ def stage_metrics(run: Run) -> Path:
     neighbours = {
         (model, name): load_neighbours(run, model, name, ids=kept[name], k=run.config.attack.k,
                                        n_classes=len(table.class_names))
-        for model in MODELS for name in CROP_SETS
+        for model in models_of(run.config) for name in query_sets_of(run.config)
     }
-    tables = attack_tables(table, crops, neighbours, n_classes=len(table.class_names),
-                           control_seed=run.seeds["control_split"])
+    n_classes = len(table.class_names)
+    classifier = None
+    if run.config.model.one_model:
+        # The reference of the one-model test: the correlation classifier's probabilities of the same crops.
+        probabilities = {name: load_probabilities(run, name, ids=kept[name], n_classes=n_classes)
+                         for name in query_sets_of(run.config)}
+        classifier = load_classifier_summary(run)
+        tables = one_model_tables(table, crops, neighbours, probabilities, n_classes, reference_model=CLASSIFIER)
+    else:
+        tables = attack_tables(table, crops, neighbours, n_classes=n_classes, control_seed=run.seeds["control_split"])
     skipped = {name: int(np.sum((crops["set"] == name) & (crops["kept"] == 0))) for name in CROP_SETS}
     metrics = summarise(tables, run.config.metrics, run.seeds["bootstrap"], table.class_names, split.canaries,
-                        split.canary_repeats, split_sizes=split.payload["sizes"], crops_skipped=skipped)
+                        split.canary_repeats, split_sizes=split.payload["sizes"], crops_skipped=skipped,
+                        classifier=classifier)
     sanity = load_sanity(run)
     metrics["sanity"] = {"passed": bool(sanity["passed"]), "failures": list(sanity["failures"])}
     if not sanity["passed"]:
@@ -45,9 +55,10 @@ def stage_metrics(run: Run) -> Path:
 
 
 METRICS = Stage(
-    "metrics", stage_metrics, reads=("data", "split", "crops", "neighbours", "sanity"), keys=("metrics",), seeds=("control_split", "bootstrap"),
+    "metrics", stage_metrics, reads=("data", "split", "crops", "correlation", "neighbours", "sanity"), keys=("metrics",), seeds=("control_split", "bootstrap"),
     also_reads={"attack.k": "checked against the neighbours' files (an edited file with fewer columns would vote "
-                            "on fewer neighbours); the neighbours stage's token already carries its value"},
+                            "on fewer neighbours); the neighbours stage's token already carries its value",
+                **WHICH_MODELS},
     outputs=("metrics.json", "samples.csv", "control_samples.csv"),
     description="votes, accuracies, deja vu score, partition, McNemar test, bootstrap interval, ROC, negative control",
 )

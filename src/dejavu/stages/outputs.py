@@ -27,15 +27,19 @@ def in_progress(path: Path) -> bool:
 def output_files(root: Path, stage: Stage) -> list[Path]:
     """The files of ``stage`` under ``root``, relative to it."""
     # Files another stage owns inside this stage's folder (data/split.json, data/crops.csv) are not its.
+    # A folder owned elsewhere (data/export, inside data/) excludes everything under it; a folder above
+    # this stage's own outputs (data/, above data/split.json) excludes nothing.
     skip = owned_elsewhere(stage.name)
     found = []
     for name in stage.outputs:
         path = root / name
         if path.is_dir():
-            found += [p.relative_to(root) for p in sorted(path.rglob("*")) if p.is_file()]
+            nested = {s for s in skip if Path(name) in s.parents}
+            found += [f for f in (p.relative_to(root) for p in sorted(path.rglob("*")) if p.is_file())
+                      if not (f in nested or nested.intersection(f.parents))]
         elif path.is_file():
             found.append(Path(name))
-    return [p for p in found if p not in skip and not in_progress(p)]
+    return [p for p in found if not in_progress(p)]
 
 
 def signature(root: Path, stage: Stage) -> dict[str, list[int]]:

@@ -11,6 +11,7 @@ from pathlib import Path
 from dejavu.report.html import write_report
 from dejavu.runs import Run
 from dejavu.stages.attack import EMBED, NEIGHBOURS
+from dejavu.stages.correlation import CORRELATION
 from dejavu.stages.data import CROPS, DATA, SPLIT
 from dejavu.stages.declaration import Stage
 from dejavu.stages.evaluate import EVALUATE
@@ -26,13 +27,13 @@ def stage_report(run: Run) -> Path:
 
 REPORT = Stage(
     "report", stage_report,
-    reads=("data", "split", "crops", "train_A", "train_B", "evaluate", "sanity", "neighbours", "metrics"),
+    reads=("data", "split", "crops", "train_A", "train_B", "correlation", "evaluate", "sanity", "neighbours", "metrics"),
     keys=("*",), outputs=("report.html", "figures"), adoptable=False,
     description="the self-contained HTML report: verdict, accuracy curves, partition, statistics, control, gallery",
 )
 
 STAGES: tuple[Stage, ...] = (
-    DATA, SPLIT, CROPS, TRAIN["A"], TRAIN["B"], EMBED, EVALUATE, SANITY, NEIGHBOURS, METRICS, REPORT,
+    DATA, SPLIT, CROPS, TRAIN["A"], TRAIN["B"], CORRELATION, EMBED, EVALUATE, SANITY, NEIGHBOURS, METRICS, REPORT,
 )
 STAGE_BY_NAME = {stage.name: stage for stage in STAGES}
 # CLI subcommand -> the stages it re-runs (train: both models).

@@ -48,7 +48,8 @@ def stage_done(run: Run, stage: Stage, log: Callable[[str], None] | None = None)
 def finished_stages_hold(run: Run) -> bool:
     """Whether every stage finished in ``run``'s folder is still up to date under ``run.config`` (so the
     folder may take that config without discarding anything it computed)."""
-    return all(name in STAGE_BY_NAME and stage_done(run, STAGE_BY_NAME[name]) for name in run.finished_stages())
+    return all(name in STAGE_BY_NAME and (not STAGE_BY_NAME[name].needed(run.config) or stage_done(run, STAGE_BY_NAME[name]))
+               for name in run.finished_stages())
 
 
 def set_threads(config: Config) -> None:
@@ -80,6 +81,10 @@ def run_stage(run: Run, name: str, force: bool = False, log: Callable[[str], Non
     wait (and fail with it if it fails). Rank zero decides what is done and alone writes markers.
     """
     stage = STAGE_BY_NAME[name]
+    if not stage.needed(run.config):
+        if distributed.is_main():
+            log(f"[{name}] not needed by this run ({stage.unneeded}), skipped")
+        return None
     print_ = fingerprint(stage, run)
     if not force and distributed.broadcast_flag(stage_done(run, stage, log if distributed.is_main() else None)):
         if distributed.is_main():

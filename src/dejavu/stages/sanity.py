@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dejavu.artifacts import MODELS, load_embeddings, load_history, load_source, load_split, load_table
+from dejavu.artifacts import load_classifier_summary, load_embeddings, load_history, load_source, load_split, load_table, models_of
 from dejavu.data.records import index_of_ids
-from dejavu.metrics.sanity import accuracy_check, weights_check, class_checks, embedding_checks, loss_checks, summary
+from dejavu.metrics.sanity import (
+    accuracy_check, class_checks, classifier_checks, embedding_checks, loss_checks, summary, weights_check,
+)
 from dejavu.metrics.schema import read_evaluation
 from dejavu.runs import Run, write_json
 from dejavu.stages.declaration import Stage
@@ -24,7 +26,7 @@ def stage_sanity(run: Run) -> Path:
     checks = class_checks(labels)
     evaluation = read_evaluation(run.root / "evaluation.json")
     layer = evaluation.attack_layer
-    for model in MODELS:
+    for model in models_of(c):
         if c.model.audited:
             # An outside checkpoint brings no loss history: its weights, embeddings and accuracy are judged.
             checks.append(weights_check(load_source(run, model), model))
@@ -37,13 +39,15 @@ def stage_sanity(run: Run) -> Path:
         scores = evaluation.models[model][layer]
         best, how = max((scores.knn.test, "kNN"), (scores.linear_probe.test, "linear probe"))
         checks.append(accuracy_check(best, labels["T"], model, f"{how} accuracy at {layer}"))
+    if c.model.one_model:
+        checks += classifier_checks(load_classifier_summary(run))
     path = run.root / "sanity.json"
     write_json(path, summary(checks))
     return path
 
 
 SANITY = Stage(
-    "sanity", stage_sanity, reads=("data", "split", "train_A", "train_B", "embed", "evaluate"),
+    "sanity", stage_sanity, reads=("data", "split", "train_A", "train_B", "correlation", "embed", "evaluate"),
     keys=("train.method", "attack.epoch", "model"), outputs=("sanity.json",),
     description="the gates a verdict needs: losses finite and falling, embeddings not collapsed, accuracy above chance",
 )

@@ -56,6 +56,9 @@ def _training(model: str) -> Stage:
         f"train_{model}", partial(stage_train, model=model), reads=("data", "split"),
         keys=("train", "data.input_size", "data.image_size", "model"), seeds=("train",), outputs=(f"models/{model}",),
         command="train", every_process=True, external=_checkpoint(model),
+        # The one-model test has no reference model: the correlation stage stands in for it.
+        applies=None if model == "A" else (lambda config: not config.model.one_model),
+        unneeded="" if model == "A" else "the one-model test: no reference model",
         description="train the target on A and the reference on B, one recipe and seed (--model A|B: one); "
                     "audit: load them",
     )
