@@ -139,6 +139,9 @@ def test_the_excess_test_on_hand_made_sets():
     far = excess_test({"d": np.ones(30)}, {"d": np.zeros(30)}, diff, 300, seed=0)
     assert far.value == 1 and far.p_value == 1 / 301 and far.ci == (1.0, 1.0)
     assert np.isnan(excess_test({"d": np.zeros(0)}, {"d": np.ones(3)}, diff, 10).value)
+    # metrics.bootstrap=0: the difference, no interval, no p.
+    none = excess_test({"d": np.ones(30)}, {"d": np.zeros(30)}, diff, 0)
+    assert none.value == 1 and np.isnan(none.p_value) and all(np.isnan(none.ci))
 
 
 @pytest.mark.parametrize("override, key", [

@@ -121,6 +121,8 @@ def excess_test(attacked: dict[str, np.ndarray], control: dict[str, np.ndarray],
     if n_a == 0 or n_t == 0:
         return Excess(nan, (nan, nan), nan)
     observed = statistic(attacked) - statistic(control)
+    if n_resamples < 1:
+        return Excess(float(observed), (nan, nan), nan)
     rng = np.random.default_rng(seed)
     take = lambda rows, index: {key: value[index] for key, value in rows.items()}  # noqa: E731
     boot = np.array([statistic(take(attacked, rng.integers(0, n_a, n_a))) -
