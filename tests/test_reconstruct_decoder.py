@@ -134,3 +134,27 @@ def test_conditions_follow_the_papers_recipe():
         attack_conditions(np.array([["x1"]]), np.array(["x1"]), backbone[:1], np.array([[0.0]]), neighbours=5)
     with pytest.raises(DataError, match="one row of neighbours per crop"):
         attack_conditions(np.array([["x1"]]), np.array(["x1"]), backbone[:1], np.zeros((2, 1)))
+
+
+def test_reconstruction_numbers_pool_directions_like_the_label_test():
+    from dejavu.reconstruct.scoring import reconstruction_summary, sample_shares
+
+    assert sample_shares(np.array([[2, 2, 1, 2], [0, 1, 1, 1]]), np.array([2, 1])).tolist() == [0.75, 0.75]
+    with pytest.raises(DataError, match="3 crops"):
+        sample_shares(np.zeros((2, 4)), np.zeros(3))
+    directions = {
+        "A": {"target_ok": [1, 1, 0, 0, 0.5, 0, 0, 0, 0, 0], "target_confidence": list(range(10, 0, -1)),
+              "reference_ok": [0] * 8 + [1, 1], "reference_confidence": list(range(1, 11))},
+        "B": {"target_ok": [1, 0, 0, 0, 0], "target_confidence": [5, 4, 3, 2, 1],
+              "reference_ok": [0, 0, 0, 0, 1], "reference_confidence": [1, 2, 3, 4, 5]},
+    }
+    out = reconstruction_summary(directions, n_resamples=200, level=0.95, seed=0)
+    # By hand: target (0.25 + 0.2) / 2, reference (0.2 + 0.2) / 2; each model's most confident 20 % (2 crops
+    # of A, 1 of B) are all right; McNemar b = 1 + 1 + 0.5 + 1 = 3.5 -> 4, c = 2 + 1 = 3: p = 1.
+    assert out["n"] == 15
+    assert out["target_acc"] == pytest.approx(0.225) and out["reference_acc"] == pytest.approx(0.2)
+    assert out["gap"] == pytest.approx(0.025) and out["mcnemar_p"] == 1.0
+    assert out["target_acc_top20"] == 1.0 and out["reference_acc_top20"] == 1.0 and out["gap_top20"] == 0
+    assert out["gap_ci95"][0] <= out["gap"] <= out["gap_ci95"][1]
+    empty = reconstruction_summary({"A": {key: [] for key in directions["A"]}}, 10, 0.95, 0)
+    assert empty["n"] == 0 and np.isnan(empty["gap"])
