@@ -22,10 +22,13 @@ def test_demo_yaml_equals_builtin_defaults():
 
 def test_paper_and_example_presets_load_once_given_a_root():
     presets = sorted((ROOT / "configs" / "paper").glob("*.yaml"))
-    assert [p.stem for p in presets] == sorted(["vicreg", "simclr", "barlow_twins", "byol", "dino", "supervised"])
+    assert [p.stem for p in presets] == sorted(["vicreg", "simclr", "barlow_twins", "byol", "dino", "supervised",
+                                                "reconstruct"])
     for preset in presets:
         paper = load_config(preset, ["data.root=/data/train"])
-        assert paper.train.method == preset.stem
+        # paper/reconstruct is the VICReg recipe with the paper's 128-px decoder.
+        assert paper.train.method == ("vicreg" if preset.stem == "reconstruct" else preset.stem)
+        assert paper.reconstruct.enabled == (preset.stem == "reconstruct")
         assert (paper.split.scheme, paper.split.a_per_class, paper.split.public_from_per_class) == ("paper", 300, 500)
         assert (paper.crop.rule, paper.crop.min_side_px) == ("paper", 100)
         assert (paper.train.backbone, paper.train.optimizer, paper.train.epochs) == ("resnet101", "lars", 1000)

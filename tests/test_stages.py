@@ -78,9 +78,12 @@ def reads_per_stage(tmp_path_factory):
     reads = {}
     # The one-model test's stage runs under an audit of model A alone (trained by then, in the same folder).
     one_model = load_config(SMOKE, ["threads=1", f"model.target={run.root / 'models/A/model.safetensors'}"])
+    # The reconstruct stage runs with reconstruct.enabled (smoke's tiny decoders).
+    reconstructing = load_config(SMOKE, ["threads=1", "reconstruct.enabled=true"])
     for stage in STAGES:
         log: set[str] = set()
-        run.config = recording(config if stage.needed(config) else one_model, log)
+        chosen = next(c for c in (config, reconstructing, one_model) if stage.needed(c))
+        run.config = recording(chosen, log)
         try:
             run_stage(run, stage.name, log=lambda _: None)
         finally:
@@ -130,11 +133,12 @@ def test_a_stage_fingerprint_follows_exactly_its_declared_keys(tmp_path):
     base = _prints([], tmp_path)
     changed = {
         "attack.backend=torch": {"neighbours", "evaluate", "report"},  # neighbours depends on the backend
-        "attack.k=10": {"neighbours", "report"},
+        "attack.k=10": {"neighbours", "reconstruct", "report"},  # reconstruct checks the neighbours' files
+        "reconstruct.steps=5": {"reconstruct", "report"},
         "metrics.alpha=0.05": {"metrics", "report"},
         "crop.min_side_px=10": {"crops", "correlation", "report"},  # (the classifier's: used by one-model audits)
         "correlation.epochs=3": {"report"},  # the classifier acts only in the one-model test (the report shows it)
-        "train.lr=0.002": {"train_A", "train_B", "embed", "evaluate", "report"},
+        "train.lr=0.002": {"train_A", "train_B", "embed", "evaluate", "reconstruct", "report"},
         "evaluate.knn_k=5": {"evaluate", "report"},
         "train.dino.out_dim=64": {"report"},  # a method not selected: only the report, which shows the config
         "threads=1": set(),

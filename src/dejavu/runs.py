@@ -143,7 +143,7 @@ def derive_seeds(seed: int, train_seed: int = -1) -> dict[str, int]:
 
     ``train_seed`` (``train.seed``, -1: off) replaces the training's seed alone, so a training can be
     repeated over the same data and split."""
-    names = ["data", "split", "train", "control_split", "bootstrap", "correlation"]  # (spawned children do not depend on the count)
+    names = ["data", "split", "train", "control_split", "bootstrap", "correlation", "reconstruct"]  # (spawned children do not depend on the count)
     children = np.random.SeedSequence(seed).spawn(len(names))
     seeds = {name: int(child.generate_state(1)[0]) for name, child in zip(names, children)}
     if train_seed >= 0:

@@ -6,7 +6,7 @@ trusted (``split.json`` edited to B = A once ran to "gap +0.0" while its stored 
 disjoint): each reader re-checks what it returns and refuses with a one-line RunFolderError naming the file,
 what was found, what was expected and the command that rewrites it (which also invalidates its readers).
 One module per kind of file: :mod:`.files` (what they share), :mod:`.catalog`, :mod:`.split`, :mod:`.crops`,
-:mod:`.models` (embeddings, neighbours, histories, sanity).
+:mod:`.models` (embeddings, neighbours, histories, sanity), :mod:`.reconstruction`.
 """
 
 from dejavu.artifacts.catalog import check_catalog, load_table
@@ -17,10 +17,14 @@ from dejavu.artifacts.files import (
 from dejavu.artifacts.models import (
     load_classifier_summary, load_embeddings, load_history, load_neighbours, load_probabilities, load_sanity, load_source,
 )
+from dejavu.artifacts.reconstruction import (
+    RECONSTRUCTION_COLUMNS, load_reconstruction_samples, load_reconstruction_summary, load_reconstructions,
+)
 from dejavu.artifacts.split import Split, load_canaries, load_split, own_rows, read_split, training_rows
 
 __all__ = [
-    "CLASSIFIER", "CROP_COLUMNS", "CROP_SETS", "MODELS", "load_classifier_summary", "load_probabilities", "models_of",
+    "CLASSIFIER", "CROP_COLUMNS", "RECONSTRUCTION_COLUMNS", "load_reconstruction_samples",
+    "load_reconstruction_summary", "load_reconstructions", "CROP_SETS", "MODELS", "load_classifier_summary", "load_probabilities", "models_of",
     "query_sets_of", "Split", "check_catalog", "count", "examples", "kept_crops",
     "load_canaries", "load_crops", "load_embeddings", "load_history", "load_neighbours", "load_sanity", "load_source",
     "load_split", "load_table", "own_rows", "read_split", "redo", "refuse", "training_rows", "write_csv",

@@ -294,6 +294,40 @@ class CorrelationConfig:
 
 
 @dataclass
+class ReconstructConfig:
+    """Visual reconstruction (RCDM): one diffusion decoder per model, trained on X's images conditioned on
+    that model's frozen embeddings, draws what the model infers from a periphery crop."""
+
+    enabled: bool = False
+    # Crops reconstructed per attacked set (A, B) and per half of the control T: the most confident by the
+    # sum of both models' vote confidences (a choice that favours neither model); 0: all kept crops.
+    per_direction: Annotated[int, at_least(0, "0 (all kept crops) or a positive count")] = 100
+    samples: Count(1000, "a number of samples per crop") = 4
+    # DDIM steps per sample.
+    steps: Count(10_000, "a number of sampling steps") = 50
+    # The attack condition: the mean backbone embedding of this many nearest public neighbours (<= attack.k).
+    neighbours: Count(100_000, "a number of neighbours") = 5
+    # The decoder (diffusers' UNet2DModel): side, channels per level, residual blocks per level,
+    # self-attention at sides up to attention_below (0: none).
+    image_size: Annotated[Positive, at_least(8, "at least 8 pixels"), at_most(1024, "a side in pixels")] = 32
+    channels: Annotated[list[int], Check(lambda v: 1 <= len(v) <= 8 and min(v) >= 1 and max(v) <= 4096,
+                                         "1 to 8 positive channel widths of at most 4,096")] = field(
+        default_factory=lambda: [32, 64, 64])
+    layers_per_block: Count(16, "a number of blocks") = 1
+    attention_below: Annotated[int, at_least(0, "0 (no attention) or a side in pixels")] = 8
+    iterations: Count(10_000_000, "a number of iterations") = 2000
+    batch_size: Count(100_000, "a batch") = 64
+    lr: Annotated[float, within("(0, 1]", "a learning rate")] = 2e-4
+    ema_decay: Annotated[float, within("[0, 1)", "a decay")] = 0.999
+    diffusion_steps: Count(100_000, "a number of diffusion steps") = 1000
+    prediction: Literal["v_prediction", "epsilon"] = "v_prediction"
+    # A resume state every this many iterations (what a kill may lose).
+    checkpoint_every: Count(10_000_000, "a number of iterations") = 200
+    # The judge: a ConvNet trained with labels on X's full images (never A, B or T) labels each reconstruction.
+    judge_epochs: Count(100_000, "a number of epochs") = 20
+
+
+@dataclass
 class EvaluateConfig:
     """Conventional metrics next to memorization: kNN accuracy and a linear probe on full images."""
 
@@ -331,6 +365,7 @@ class Config:
     attack: AttackConfig = field(default_factory=AttackConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     correlation: CorrelationConfig = field(default_factory=CorrelationConfig)
+    reconstruct: ReconstructConfig = field(default_factory=ReconstructConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     report: ReportConfig = field(default_factory=ReportConfig)

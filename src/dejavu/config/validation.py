@@ -25,7 +25,7 @@ def validate(config: Config) -> None:
     every section, those of the methods not selected too; what involves several keys is below.
     """
     check_fields(config)
-    for check in (_check_dataset, _check_split, _check_network, _check_attack_epoch, _check_model):
+    for check in (_check_dataset, _check_split, _check_network, _check_attack_epoch, _check_model, _check_reconstruct):
         check(config)
 
 
@@ -177,3 +177,18 @@ def _check_model(config: Config) -> None:
     if m.arch and not m.arch.startswith("timm:") and m.arch not in valid:
         raise ConfigError(f"config key 'model.arch' = {m.arch!r}: unknown network; valid: {', '.join(valid)}, "
                           "timm:NAME, or model.factory=package.module:function for any other")
+
+
+def _check_reconstruct(config: Config) -> None:
+    """The decoder's levels against its side, the attack condition's neighbours against attack.k."""
+    r = config.reconstruct
+    levels = len(r.channels)
+    if r.image_size % 2 ** (levels - 1):
+        raise ConfigError(f"config key 'reconstruct.image_size' = {r.image_size} cannot be halved {levels - 1} times "
+                          f"(reconstruct.channels has {levels} levels): use a multiple of {2 ** (levels - 1)}")
+    if r.enabled and r.neighbours > config.attack.k:
+        raise ConfigError(f"config key 'reconstruct.neighbours' = {r.neighbours} is more than the attack keeps per crop "
+                          f"(attack.k = {config.attack.k}): use at most that many")
+    if r.enabled and config.model.one_model:
+        raise ConfigError("config key 'reconstruct.enabled' = true in a one-model audit (no --reference): the "
+                          "reconstruction compares the target's decoder with a reference model's; give --reference")

@@ -10,8 +10,8 @@ Schema versions: files written before this schema carry no ``schema_version`` an
 may lack what was added over time: ``roc``, ``control.conclusive``; ``canaries`` and ``per_class`` are
 optional in every version). Version 2 is version 1's latest shape plus ``schema_version`` as first key.
 
-Field metadata (:func:`metric`): ``pooled`` marks the per-direction numbers :func:`~dejavu.metrics.tables.
-pooled_summary` averages (:data:`POOLED_MEANS`); ``sweep`` / ``spread`` its place in sweep.csv / summary.csv.
+Field metadata (:func:`metric`): ``pooled`` marks the per-direction numbers :func:`~dejavu.metrics.tables.pooled_summary`
+averages (:data:`POOLED_MEANS`); ``sweep`` / ``spread`` its place in sweep.csv / summary.csv.
 
 ``SUMMARY_ROWS``, the report's numbers tables: one row per metric of a summary (pooled attack, a direction, the
 control), in display order; every key a field of :class:`DirectionSummary` and :class:`PooledSummary` (checked).
@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
 from dejavu.errors import RunFolderError
+from dejavu.metrics.reconstruction_schema import Reconstruction
 from dejavu.runs import read_json
 
 SCHEMA_VERSION = 2
@@ -150,8 +151,7 @@ class PooledSummary:
 
 @dataclass(kw_only=True)
 class ControlSummary(PooledSummary):
-    """The control (held-out T split into halves T1, T2): conclusive when each half has
-    :data:`MIN_CONTROL_HALF` crops; indistinguishable from zero when conclusive and McNemar p > 0.05."""
+    """The control (T in halves T1, T2): conclusive at :data:`MIN_CONTROL_HALF` crops a half; zero-like if also p > 0.05."""
 
     conclusive: bool
     indistinguishable_from_zero: bool
@@ -265,7 +265,6 @@ class OneModel:
 @dataclass(kw_only=True)
 class Sanity:
     """The sanity stage's outcome (``sanity.json`` holds every check): without ``passed`` there is no verdict."""
-
     passed: bool
     failures: list[str]
 
@@ -284,6 +283,7 @@ class _Tail:
     per_class: list[ClassRow] | None = metric(optional=True, default=None)
     canaries: Canaries | None = metric(optional=True, default=None)
     one_model: OneModel | None = metric(optional=True, default=None)
+    reconstruction: Reconstruction | None = metric(optional=True, default=None)  # the reconstruct stage's test
     # Written by the metrics stage (None while summarise's caller adds them itself; never None in a file).
     split_sizes: dict[str, int] | None = metric(omit_none=True, default=None)
     crops_skipped: dict[str, int] | None = metric(omit_none=True, default=None)

@@ -82,6 +82,10 @@ class ConditionalDecoder(nn.Module):
         up = tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attend))
         time_width = 4 * settings.channels[0]
         self.condition_width = condition_width
+        # Conditions are standardised per feature (statistics of the training conditions, set by the training):
+        # SSL embeddings come at any scale, and a projection of standardised inputs learns at one learning rate.
+        self.register_buffer("condition_mean", torch.zeros(condition_width))
+        self.register_buffer("condition_scale", torch.ones(condition_width))
         self.project = nn.Linear(condition_width, time_width)
         self.unet = UNet2DModel(
             sample_size=side, in_channels=3, out_channels=3, block_out_channels=tuple(settings.channels),
@@ -92,4 +96,14 @@ class ConditionalDecoder(nn.Module):
         )
 
     def forward(self, noised: torch.Tensor, timesteps: torch.Tensor, conditions: torch.Tensor) -> torch.Tensor:
-        return self.unet(noised, timesteps, class_labels=self.project(conditions)).sample
+        standard = (conditions - self.condition_mean) / self.condition_scale
+        return self.unet(noised, timesteps, class_labels=self.project(standard)).sample
+
+    @torch.no_grad()
+    def fit_standardisation(self, conditions: torch.Tensor) -> None:
+        """Set the per-feature mean and scale from the training conditions (N, D); a feature that barely
+        varies (a collapsed dimension) is scaled by a hundredth of the mean spread, not blown up."""
+        spread = conditions.std(dim=0) if len(conditions) > 1 else torch.ones(conditions.shape[1])
+        floor = max(float(spread.mean()) * 1e-2, 1e-8)
+        self.condition_mean.copy_(conditions.mean(dim=0))
+        self.condition_scale.copy_(spread.clamp_min(floor))

@@ -83,7 +83,9 @@ def fit_decoder(images: torch.Tensor, conditions: torch.Tensor, settings: Decode
     scheduler = _scheduler(settings)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        decoder = ConditionalDecoder(conditions.shape[1], settings).to(device)
+        decoder = ConditionalDecoder(conditions.shape[1], settings)
+        decoder.fit_standardisation(conditions)
+        decoder = decoder.to(device)
         ema = AveragedModel(decoder, multi_avg_fn=get_ema_multi_avg_fn(settings.ema_decay), use_buffers=True)
         optimizer = torch.optim.AdamW(decoder.parameters(), lr=settings.lr)
         generator = torch.Generator().manual_seed(seed)

@@ -56,3 +56,39 @@ def reconstruction_summary(directions: dict[str, dict[str, np.ndarray]], n_resam
             "reference_acc": reference, "gap": target - reference, "mcnemar_p": float(test.p_value),
             "gap_ci95": [float(low), float(high)], "target_acc_top20": target_top,
             "reference_acc_top20": reference_top, "gap_top20": target_top - reference_top}
+
+
+def paired_directions(columns: dict[str, np.ndarray], shares: dict[tuple[str, str], float | None]
+                      ) -> dict[str, dict[str, np.ndarray]]:
+    """The rows of an attack table (``samples.csv``'s columns: id, direction, target_model, reference_model and
+    their confidences) whose crop was reconstructed, by direction: the target's and the reference's share
+    (``shares[(id, model)]``) and the attack's confidences. Rows whose share is None (no score) are left out."""
+    out: dict[str, dict[str, list[float]]] = {}
+    for i, crop in enumerate(np.asarray(columns["id"]).tolist()):
+        target = shares.get((crop, str(columns["target_model"][i])))
+        reference = shares.get((crop, str(columns["reference_model"][i])))
+        if target is None or reference is None:
+            continue
+        rows = out.setdefault(str(columns["direction"][i]), {key: [] for key in COLUMNS})
+        for key, value in zip(COLUMNS, (target, reference, columns["target_confidence"][i],
+                                        columns["reference_confidence"][i])):
+            rows[key].append(float(value))
+    return {name: {key: np.asarray(values) for key, values in rows.items()} for name, rows in out.items()}
+
+
+def reconstruction_metrics(tables: dict[str, dict[str, np.ndarray]], scores: dict[str, dict], n_resamples: int,
+                           level: float, seed: int) -> dict:
+    """``metrics.json["reconstruction"]``: for each score (``{"judge": shares, "colour": shares}``, shares keyed
+    by (id, model)), :func:`reconstruction_summary` of A's and B's crops and of the control's (T) under
+    ``control``; the judge's at the top level, the others under their name."""
+    def both(shares: dict) -> dict:
+        summary = reconstruction_summary(paired_directions(tables["attack"], shares), n_resamples, level, seed)
+        summary["control"] = reconstruction_summary(paired_directions(tables["control"], shares), n_resamples, level,
+                                                    seed + 1)
+        return summary
+
+    out = both(scores["judge"])
+    for name, shares in scores.items():
+        if name != "judge" and any(value is not None for value in shares.values()):
+            out[name] = both(shares)
+    return out

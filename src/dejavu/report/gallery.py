@@ -26,6 +26,8 @@ ROLES = ("target", "reference")
 # (direction, target, reference) of a samples.csv row: the two-model test's directions, and the one-model
 # test's direction A, where the correlation classifier is the reference.
 ATTACKS = {*((d, t, r) for d, _, t, r in DIRECTIONS), ("A", "A", artifacts.CLASSIFIER)}
+# control_samples.csv's: T's halves playing A and B (the one-model test's T is one set against the classifier).
+CONTROL_ATTACKS = {("T1", "A", "B"), ("T2", "B", "A"), ("T", "A", artifacts.CLASSIFIER)}
 
 
 # The columns of samples.csv the report reads (the gallery sorts, captions and draws from them).
@@ -35,10 +37,11 @@ SAMPLE_NUMBERS = {"label": int, "crop_x0": int, "crop_y0": int, "crop_x1": int, 
                   "reference_correct": float}
 
 
-def read_samples(path: Path, known_ids: np.ndarray | None = None) -> list[dict[str, str]]:
+def read_samples(path: Path, known_ids: np.ndarray | None = None, attacks: set = ATTACKS) -> list[dict[str, str]]:
     """``samples.csv``'s rows, checked to hold what the report reads: the columns of :data:`SAMPLE_TEXT` and
-    :data:`SAMPLE_NUMBERS`, numbers that parse, directions A or B attacked by models A and B, and (given
-    ``known_ids``, the catalog's) ids of the dataset."""
+    :data:`SAMPLE_NUMBERS`, numbers that parse, directions A or B attacked by models A and B (``attacks``:
+    :data:`CONTROL_ATTACKS` for ``control_samples.csv``), and (given ``known_ids``, the catalog's) ids of the
+    dataset."""
     advice = artifacts.redo(path.parent, "metrics")
     if not path.is_file():
         raise RunFolderError(f"artifact '{path}' is missing: {advice}")
@@ -59,11 +62,10 @@ def read_samples(path: Path, known_ids: np.ndarray | None = None) -> list[dict[s
             except (TypeError, ValueError):
                 raise artifacts.refuse(path, f"holds {row[column]!r} on line {line}, column {column!r}",
                                        "an integer" if kind is int else "a number", advice) from None
-        if (row["direction"], row["target_model"], row["reference_model"]) not in ATTACKS:
+        if (row["direction"], row["target_model"], row["reference_model"]) not in attacks:
             raise artifacts.refuse(path, f"has on line {line} direction {row['direction']!r} attacked by models "
                                          f"{row['target_model']!r} and {row['reference_model']!r}",
-                                   "direction A or B, attacked by models A and B (or A against the classifier of "
-                                   "the one-model test)", advice)
+                                   "one of " + ", ".join(f"{d} ({t} against {r})" for d, t, r in sorted(attacks)), advice)
     strangers = np.setdiff1d([row["id"] for row in rows], known_ids) if known_ids is not None else []
     if len(strangers):
         raise artifacts.refuse(path, f"lists {artifacts.count(len(strangers), 'ids')} the catalog does not hold "

@@ -17,6 +17,7 @@ from dejavu.report.conventional import conventional_data
 from dejavu.report.figures import FIGURES, save_png
 from dejavu.report.gallery import crops_data, gallery_data, read_samples
 from dejavu.report.one_model import one_model_data
+from dejavu.report.reconstruction import reconstruction_data
 from dejavu.report.sections import (
     canaries_data, control_data, epoch_note, footer_data, membership_data, numbers_data,
     per_class_data, sanity_data, split_data, training_data,
@@ -66,6 +67,7 @@ def page_data(run: Run, metrics: Mapping[str, Any], figures: Mapping[str, bytes]
         "control": control_data(metrics, level, len(table.class_names)),
         "membership": membership_data(metrics, _figure("roc", figures["roc"]) if "roc" in figures else None),
         "canaries": canaries_data(metrics),
+        "reconstruction": reconstruction_data(run, metrics, table),
         "figures": [_figure(name, png) for name, png in figures.items() if name not in SECTION_FIGURES],
         "per_class": per_class_data(metrics),
         "training": training_data(run),

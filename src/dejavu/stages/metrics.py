@@ -8,10 +8,11 @@ import numpy as np
 
 from dejavu.artifacts import (
     CLASSIFIER, CROP_SETS, load_classifier_summary, load_crops, load_neighbours, load_probabilities, load_sanity,
-    load_table, models_of, query_sets_of, read_split, write_csv,
+    load_reconstruction_summary, load_reconstructions, load_table, models_of, query_sets_of, read_split, write_csv,
 )
 from dejavu.metrics.sanity import no_verdict
 from dejavu.metrics.tables import attack_tables, one_model_tables, summarise
+from dejavu.reconstruct.scoring import reconstruction_metrics
 from dejavu.runs import Run, write_json
 from dejavu.stages.declaration import WHICH_MODELS, Stage
 
@@ -47,6 +48,8 @@ def stage_metrics(run: Run) -> Path:
     if not sanity["passed"]:
         # The numbers stay (they help diagnose), but a failed gate means they are not a verdict.
         metrics["verdict"] = no_verdict(sanity["failures"])
+    if run.config.reconstruct.enabled:
+        metrics["reconstruction"] = reconstruction_numbers(run, tables)
     for name, columns in (("samples.csv", tables["attack"]), ("control_samples.csv", tables["control"])):
         write_csv(run.root / name, list(columns), list(zip(*columns.values())))
     path = run.root / "metrics.json"
@@ -54,10 +57,25 @@ def stage_metrics(run: Run) -> Path:
     return path
 
 
+def reconstruction_numbers(run: Run, tables: dict) -> dict:
+    """``metrics.json["reconstruction"]``: the judge's and the colour score's target-vs-reference test of the
+    reconstructions (A and B pooled, and the control T), the judge's accuracy on T, the decoders' fidelity."""
+    drawn = load_reconstructions(run)
+    summary = load_reconstruction_summary(run)
+    scores = {name: {key: row[f"{name}_share"] for key, row in drawn.items()} for name in ("judge", "colour")}
+    c = run.config.metrics
+    out = reconstruction_metrics(tables, scores, c.bootstrap, c.ci_level, run.seeds["bootstrap"])
+    out["judge"] = summary.get("judge")
+    out["fidelity"] = summary.get("fidelity")
+    out["reconstructed"] = summary.get("reconstructed")
+    return out
+
+
 METRICS = Stage(
-    "metrics", stage_metrics, reads=("data", "split", "crops", "correlation", "neighbours", "sanity"), keys=("metrics",), seeds=("control_split", "bootstrap"),
+    "metrics", stage_metrics, reads=("data", "split", "crops", "correlation", "neighbours", "reconstruct", "sanity"), keys=("metrics",), seeds=("control_split", "bootstrap"),
     also_reads={"attack.k": "checked against the neighbours' files (an edited file with fewer columns would vote "
                             "on fewer neighbours); the neighbours stage's token already carries its value",
+                "reconstruct.enabled": "whether the reconstruct stage ran, whose token carries the change",
                 **WHICH_MODELS},
     outputs=("metrics.json", "samples.csv", "control_samples.csv"),
     description="votes, accuracies, deja vu score, partition, McNemar test, bootstrap interval, ROC, negative control",

@@ -21,7 +21,7 @@ def in_progress(path: Path) -> bool:
     (".<name>.<pid>-<random>.tmp"), a resume state, and the data stage's partial pixel cache (which it
     reopens for writing in place: linked, a write would reach the donor's file)."""
     return (path.name.startswith(".") and path.name.endswith(".tmp")) or path.name == "resume.pt" \
-        or ".partial." in path.name
+        or path.name.endswith(".resume.pt") or ".partial." in path.name
 
 
 def output_files(root: Path, stage: Stage) -> list[Path]:

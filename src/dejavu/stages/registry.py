@@ -16,6 +16,7 @@ from dejavu.stages.data import CROPS, DATA, SPLIT
 from dejavu.stages.declaration import Stage
 from dejavu.stages.evaluate import EVALUATE
 from dejavu.stages.metrics import METRICS
+from dejavu.stages.reconstruct import RECONSTRUCT
 from dejavu.stages.sanity import SANITY
 from dejavu.stages.train import TRAIN
 
@@ -27,13 +28,15 @@ def stage_report(run: Run) -> Path:
 
 REPORT = Stage(
     "report", stage_report,
-    reads=("data", "split", "crops", "train_A", "train_B", "correlation", "evaluate", "sanity", "neighbours", "metrics"),
+    reads=("data", "split", "crops", "train_A", "train_B", "correlation", "evaluate", "sanity", "neighbours", "reconstruct",
+           "metrics"),
     keys=("*",), outputs=("report.html", "figures"), adoptable=False,
     description="the self-contained HTML report: verdict, accuracy curves, partition, statistics, control, gallery",
 )
 
 STAGES: tuple[Stage, ...] = (
-    DATA, SPLIT, CROPS, TRAIN["A"], TRAIN["B"], CORRELATION, EMBED, EVALUATE, SANITY, NEIGHBOURS, METRICS, REPORT,
+    DATA, SPLIT, CROPS, TRAIN["A"], TRAIN["B"], CORRELATION, EMBED, EVALUATE, SANITY, NEIGHBOURS, RECONSTRUCT, METRICS,
+    REPORT,
 )
 STAGE_BY_NAME = {stage.name: stage for stage in STAGES}
 # CLI subcommand -> the stages it re-runs (train: both models).
