@@ -182,13 +182,19 @@ def _check_model(config: Config) -> None:
 def _check_reconstruct(config: Config) -> None:
     """The decoder's levels against its side, the attack condition's neighbours against attack.k."""
     r = config.reconstruct
-    levels = len(r.channels)
-    if r.image_size % 2 ** (levels - 1):
-        raise ConfigError(f"config key 'reconstruct.image_size' = {r.image_size} cannot be halved {levels - 1} times "
-                          f"(reconstruct.channels has {levels} levels): use a multiple of {2 ** (levels - 1)}")
+    check_decoder_levels(r.image_size, r.channels)
     if r.enabled and r.neighbours > config.attack.k:
         raise ConfigError(f"config key 'reconstruct.neighbours' = {r.neighbours} is more than the attack keeps per crop "
                           f"(attack.k = {config.attack.k}): use at most that many")
     if r.enabled and config.model.one_model:
         raise ConfigError("config key 'reconstruct.enabled' = true in a one-model audit (no --reference): the "
                           "reconstruction compares the target's decoder with a reference model's; give --reference")
+
+
+def check_decoder_levels(image_size: int, channels: list[int]) -> None:
+    """The decoder's side halves once per level of ``channels`` but the last (also checked by
+    :meth:`dejavu.reconstruct.decoder.DecoderSettings.check`, for settings built without a config)."""
+    levels = len(channels)
+    if image_size % 2 ** (levels - 1):
+        raise ConfigError(f"config key 'reconstruct.image_size' = {image_size} cannot be halved {levels - 1} times "
+                          f"(reconstruct.channels has {levels} levels): use a multiple of {2 ** (levels - 1)}")

@@ -15,6 +15,7 @@ import torch
 from diffusers import UNet2DModel
 from torch import nn
 
+from dejavu.config.validation import check_decoder_levels
 from dejavu.errors import ConfigError
 
 
@@ -42,10 +43,7 @@ class DecoderSettings:
 
     def check(self) -> None:
         groups = norm_groups(self.channels)
-        side, levels = self.image_size, len(self.channels)
-        if side % (2 ** (levels - 1)):
-            raise ConfigError(f"config key 'reconstruct.image_size' = {side} cannot be halved {levels - 1} times "
-                              f"(reconstruct.channels has {levels} levels): use a multiple of {2 ** (levels - 1)}")
+        check_decoder_levels(self.image_size, self.channels)
         if groups < 1:
             raise ConfigError(f"config key 'reconstruct.channels' = {self.channels}: every width must be a "
                               "positive multiple of a common group count (e.g. [32, 64, 64])")

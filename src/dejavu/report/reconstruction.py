@@ -49,26 +49,18 @@ def _samples_uri(images: np.ndarray) -> str:
     return data_uri(png_of(enlarge(strip)[0]))
 
 
-def _examples(run: Run, table: ImageTable, rows: list[dict[str, str]], name: str) -> list[dict[str, Any]]:
-    drawn = load_reconstruction_samples(run, name)
-    where = {str(crop): i for i, crop in enumerate(drawn["ids"].tolist())}
-    items = []
-    for row in rows:
-        i = where[row["id"]]
-        position = int(index_of_ids(table.ids, np.array([row["id"]]), "dataset")[0])
-        square = [int(row[f"crop_{k}"]) for k in ("x0", "y0", "x1", "y1")]
-        items.append({
-            "id": row["id"], "direction": row["direction"], "label": class_name(table, row["label"]),
-            "figures": crop_figures(table, position, square, row["id"]),
-            "target": {"model": row["target_model"], "uri": _samples_uri(drawn[f"samples_{row['target_model']}"][i])},
-            "reference": {"model": row["reference_model"],
-                          "uri": _samples_uri(drawn[f"samples_{row['reference_model']}"][i])},
-        })
-    return items
-
-
-def _reconstructed(run: Run, name: str) -> set[str]:
-    return {str(crop) for crop in load_reconstruction_samples(run, name)["ids"].tolist()}
+def _example(table: ImageTable, row: dict[str, str], drawn: Mapping[str, Any]) -> dict[str, Any]:
+    """One crop of the section: its image with box, the crop, and each model's samples (``drawn``: its set's
+    samples, with ``where`` the row of each id)."""
+    i = drawn["where"][row["id"]]
+    position = int(index_of_ids(table.ids, np.array([row["id"]]), "dataset")[0])
+    square = [int(row[f"crop_{k}"]) for k in ("x0", "y0", "x1", "y1")]
+    return {
+        "id": row["id"], "direction": row["direction"], "label": class_name(table, row["label"]),
+        "figures": crop_figures(table, position, square, row["id"]),
+        "target": {"model": row["target_model"], "uri": _samples_uri(drawn[f"samples_{row['target_model']}"][i])},
+        "reference": {"model": row["reference_model"], "uri": _samples_uri(drawn[f"samples_{row['reference_model']}"][i])},
+    }
 
 
 def reconstruction_data(run: Run, metrics: Mapping[str, Any], table: ImageTable) -> dict[str, Any] | None:
@@ -81,9 +73,14 @@ def reconstruction_data(run: Run, metrics: Mapping[str, Any], table: ImageTable)
     if test.get("colour"):
         rows += [_row("object colour (no classifier)", "A and B (attacked)", test["colour"]),
                  _row("object colour (no classifier)", "T (control)", test["colour"]["control"])]
-    drawn = {name: _reconstructed(run, name) for name in ("A", "B", "T")}
-    attacked = [row for row in read_samples(run.root / "samples.csv", table.ids) if row["id"] in drawn[row["direction"]]]
-    control = [row for row in read_samples(run.root / "control_samples.csv", table.ids, CONTROL_ATTACKS) if row["id"] in drawn["T"]]
+    drawn = {}
+    for name in ("A", "B", "T"):
+        drawn[name] = dict(load_reconstruction_samples(run, name))
+        drawn[name]["where"] = {str(crop): i for i, crop in enumerate(drawn[name]["ids"].tolist())}
+    attacked = [row for row in read_samples(run.root / "samples.csv", table.ids)
+                if row["id"] in drawn[row["direction"]]["where"]]
+    control = [row for row in read_samples(run.root / "control_samples.csv", table.ids, CONTROL_ATTACKS)
+               if row["id"] in drawn["T"]["where"]]
     control.sort(key=lambda row: (-float(row["target_confidence"]), row["id"]))
     sanity = metrics.get("sanity") or {"passed": True}
     judge = test["judge"]["T"]
@@ -93,13 +90,8 @@ def reconstruction_data(run: Run, metrics: Mapping[str, Any], table: ImageTable)
         "fidelity": ", ".join(f"{model} {pct(test['fidelity'][model])}" for model in MODELS if model in test["fidelity"]),
         "fidelity_n": int(test["fidelity"].get("n", 0)), "chance": pct(1 / max(len(table.class_names), 1)),
         "samples": run.config.reconstruct.samples,
-        "attacked": _attacked_examples(run, table, most_confident_memorized(attacked, SHOWN_ATTACKED)),
-        "control": _examples(run, table, control[:SHOWN_CONTROL], "T"),
+        "attacked": [_example(table, row, drawn[row["direction"]])
+                     for row in most_confident_memorized(attacked, SHOWN_ATTACKED)],
+        "control": [_example(table, row, drawn["T"]) for row in control[:SHOWN_CONTROL]],
     }
 
-
-def _attacked_examples(run: Run, table: ImageTable, rows: list[dict[str, str]]) -> list[dict[str, Any]]:
-    """The attacked examples in their order, each read from its own set's samples (A's or B's)."""
-    by_set = {name: _examples(run, table, [row for row in rows if row["direction"] == name], name) for name in MODELS}
-    index = {name: iter(items) for name, items in by_set.items()}
-    return [next(index[row["direction"]]) for row in rows]

@@ -78,14 +78,17 @@ def full_images(run: Run, table: ImageTable, rows: np.ndarray, encoders: dict | 
     source = image_source(table, rows, c.data.image_size, c.data.workers)
     device = distributed.device()
     pixels, embedded = [], {(m, layer): [] for m in (encoders or {}) for layer in ("backbone", "projector")}
+    for encoder in (encoders or {}).values():
+        encoder.to(device)
     with torch.no_grad():
         for images in source.batches(batch_chunks(len(rows), c.attack.batch_size)):
             pixels.append((resized01(images, side) * 255).round().to(torch.uint8))
             if encoders:
                 x = eval_images(images, model_side).to(device)
                 for model, encoder in encoders.items():
+                    features = encoder.backbone(x)  # once for both layers: the projector reads the same features
                     for layer in ("backbone", "projector"):
-                        embedded[model, layer].append(encoder.to(device).embed(x, own_layer(encoder, layer)).float().cpu())
+                        embedded[model, layer].append(encoder.head(features, own_layer(encoder, layer)).float().cpu())
     out = {"pixels": torch.cat(pixels) if pixels else torch.zeros((0, 3, side, side), dtype=torch.uint8)}
     for key, parts in embedded.items():
         out[key] = torch.cat(parts).numpy()
