@@ -73,6 +73,14 @@ def test_a_continued_training_ends_where_an_uninterrupted_one_does(tmp_path):
         fit_decoder(images, conditions, _settings(iterations=6, lr=1e-3), seed=3, state_path=tmp_path / "whole.pt")
     with pytest.raises(CheckpointError, match="past reconstruct.iterations = 4"):
         fit_decoder(images, conditions, _settings(iterations=4), seed=3, state_path=tmp_path / "whole.pt")
+    # Embeddings computed elsewhere (another device, batch size) differ by float noise: the state still fits.
+    # Another model's embeddings of the same images do not.
+    nearly = fit_decoder(images, conditions * (1 + 1e-6), _settings(iterations=6, checkpoint_every=2), seed=3,
+                         state_path=tmp_path / "whole.pt")
+    assert nearly.losses == whole.losses
+    with pytest.raises(CheckpointError, match="other conditions"):
+        fit_decoder(images, conditions.roll(1, dims=1), _settings(iterations=6, checkpoint_every=2), seed=3,
+                    state_path=tmp_path / "whole.pt")
 
 
 def test_weights_round_trip_through_safetensors(tmp_path):

@@ -138,6 +138,7 @@ def test_a_damaged_reconstructions_table_is_refused_naming_the_file(reconstructe
     ("reconstruct.ema_decay=1", "reconstruct.ema_decay"),
     ("reconstruct.channels=[]", "reconstruct.channels"),
     ("reconstruct.per_direction=-1", "reconstruct.per_direction"),
+    ("reconstruct.steps=200 reconstruct.diffusion_steps=100", "reconstruct.steps"),
 ])
 def test_bad_reconstruct_values_are_refused_naming_the_key(override, message):
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):

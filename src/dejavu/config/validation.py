@@ -186,6 +186,9 @@ def _check_reconstruct(config: Config) -> None:
     if r.enabled and r.neighbours > config.attack.k:
         raise ConfigError(f"config key 'reconstruct.neighbours' = {r.neighbours} is more than the attack keeps per crop "
                           f"(attack.k = {config.attack.k}): use at most that many")
+    if r.steps > r.diffusion_steps:
+        raise ConfigError(f"config key 'reconstruct.steps' = {r.steps} is more than the decoder's diffusion has "
+                          f"(reconstruct.diffusion_steps = {r.diffusion_steps}): sample in at most that many steps")
     if r.enabled and config.model.one_model:
         raise ConfigError("config key 'reconstruct.enabled' = true in a one-model audit (no --reference): the "
                           "reconstruction compares the target's decoder with a reference model's; give --reference")

@@ -47,12 +47,24 @@ def _scheduler(settings: DecoderSettings) -> DDPMScheduler:
 
 
 def _meta(images: torch.Tensor, conditions: torch.Tensor, settings: DecoderSettings, seed: int) -> dict:
-    """What a resume state must match: the settings, seed and data (a hash of images and conditions). Not
-    the iteration count, so that a longer training continues a shorter one, nor how often it saves."""
+    """What a resume state must match: the settings, seed, images (a hash) and the conditions' shape. Not the
+    iteration count, so that a longer training continues a shorter one, nor how often it saves; nor a hash of
+    the conditions, which another device or batch size computes a few ulps apart (:func:`_same_conditions`)."""
     digest = hashlib.sha256(np.ascontiguousarray(images.numpy()).data)
-    digest.update(np.ascontiguousarray(conditions.numpy()).data)
     kept = {k: v for k, v in settings.as_dict().items() if k not in ("iterations", "checkpoint_every")}
-    return {"settings": json.dumps(kept, sort_keys=True), "seed": seed, "data": digest.hexdigest()}
+    return {"settings": json.dumps(kept, sort_keys=True), "seed": seed, "data": digest.hexdigest(),
+            "conditions": list(conditions.shape)}
+
+
+PROBE_ROWS = 64  # condition rows a resume state keeps, to tell the same model's embeddings from another's
+
+
+def _same_conditions(probe: torch.Tensor, conditions: torch.Tensor, state_path: Path, description: str) -> None:
+    """Refuse a resume state whose conditions (its first rows, ``probe``) are not these, within float noise."""
+    scale = float(conditions.abs().mean()) or 1.0
+    if not torch.allclose(probe, conditions[:len(probe)], rtol=1e-3, atol=1e-3 * scale):
+        raise CheckpointError(f"{description}: the resume state '{state_path}' was trained on other conditions (another "
+                              "model's embeddings of the same images); delete it to train afresh")
 
 
 def _check(images: torch.Tensor, conditions: torch.Tensor, settings: DecoderSettings) -> None:
@@ -92,6 +104,7 @@ def fit_decoder(images: torch.Tensor, conditions: torch.Tensor, settings: Decode
         done, losses = 0, []
         if state_path is not None and Path(state_path).is_file():
             state = load_resume(Path(state_path), meta)
+            _same_conditions(state["condition_probe"], conditions, state_path, description)
             decoder.load_state_dict(state["decoder"])
             ema.load_state_dict(state["ema"])
             optimizer.load_state_dict(state["optimizer"])
@@ -107,6 +120,7 @@ def fit_decoder(images: torch.Tensor, conditions: torch.Tensor, settings: Decode
                     "meta": json.dumps(meta, sort_keys=True), "decoder": decoder.state_dict(),
                     "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
                     "generator": generator.get_state(), "iteration": done,
+                    "condition_probe": conditions[:PROBE_ROWS].clone(),
                     "losses": torch.tensor(losses, dtype=torch.float64)})
 
         alphas = scheduler.alphas_cumprod.to(device)

@@ -72,10 +72,10 @@ def reconstruction_numbers(run: Run, tables: dict) -> dict:
 
 
 METRICS = Stage(
-    "metrics", stage_metrics, reads=("data", "split", "crops", "correlation", "neighbours", "reconstruct", "sanity"), keys=("metrics",), seeds=("control_split", "bootstrap"),
+    "metrics", stage_metrics, reads=("data", "split", "crops", "correlation", "neighbours", "reconstruct", "sanity"), keys=("metrics", "reconstruct.enabled"),
+    seeds=("control_split", "bootstrap"),
     also_reads={"attack.k": "checked against the neighbours' files (an edited file with fewer columns would vote "
                             "on fewer neighbours); the neighbours stage's token already carries its value",
-                "reconstruct.enabled": "whether the reconstruct stage ran, whose token carries the change",
                 **WHICH_MODELS},
     outputs=("metrics.json", "samples.csv", "control_samples.csv"),
     description="votes, accuracies, deja vu score, partition, McNemar test, bootstrap interval, ROC, negative control",
