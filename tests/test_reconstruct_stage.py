@@ -24,6 +24,7 @@ from dejavu.reconstruct.decoder import ConditionalDecoder, DecoderSettings
 from dejavu.reconstruct.grids import grid_image
 from dejavu.reconstruct.scoring import paired_directions
 from dejavu.runs import Run
+from dejavu.stages.reconstruct import balanced_rows
 from tests.conftest import TINY, resign
 
 SAMPLES, CHOSEN = 2, 6
@@ -189,3 +190,12 @@ def test_the_decoder_sees_conditions_standardised_by_their_training_statistics()
     reference = decoder(noised, steps, conditions[:2])
     decoder.fit_standardisation(conditions * 7 + 3)  # the same embeddings in other units
     torch.testing.assert_close(decoder(noised, steps, conditions[:2] * 7 + 3), reference)
+
+
+def test_the_fidelity_images_are_drawn_evenly_over_the_classes():
+    labels = np.array([0] * 300 + [1] * 50 + [2] * 8)
+    rows = balanced_rows(labels, 30, seed=4)
+    assert np.bincount(labels[rows]).tolist() == [11, 11, 8], "every class as far as it goes, then the others"
+    assert len(set(rows.tolist())) == 30 and np.array_equal(rows, np.sort(rows))
+    np.testing.assert_array_equal(rows, balanced_rows(labels, 30, seed=4))
+    assert not np.array_equal(rows, balanced_rows(labels, 30, seed=5))

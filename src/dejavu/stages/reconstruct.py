@@ -52,7 +52,7 @@ def decoder_settings(config) -> DecoderSettings:
 
 def child_seeds(seed: int) -> dict[str, int]:
     """Independent seeds of the judge, each model's decoder, and the sampling noise."""
-    names = ("judge", "A", "B", "sampling")
+    names = ("judge", "A", "B", "sampling", "fidelity")  # spawn keeps earlier children: append, never insert
     children = np.random.SeedSequence(seed).spawn(len(names))
     return {name: int(child.generate_state(1)[0]) for name, child in zip(names, children)}
 
@@ -163,18 +163,34 @@ def train_decoders(run: Run, public: dict, seeds: dict[str, int], folder: Path) 
     return decoders, summary
 
 
+def balanced_rows(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """``count`` positions of ``labels`` drawn at random, as evenly over the classes as they allow (sorted).
+
+    Example:
+        >>> np.bincount(np.array([0] * 90 + [1] * 10)[balanced_rows(np.array([0] * 90 + [1] * 10), 10, 0)]).tolist()
+        [5, 5]
+    """
+    order = np.random.default_rng(seed).permutation(len(labels))
+    rank = np.empty(len(labels), dtype=np.int64)
+    for label in np.unique(labels):
+        members = order[labels[order] == label]
+        rank[members] = np.arange(len(members))
+    return np.sort(order[np.argsort(rank[order], kind="stable")][:count])
+
+
 def fidelity(run: Run, decoders: dict, public: dict, labels: np.ndarray, judge, seeds: dict[str, int]) -> dict:
     """How often a decoder draws an X image's class from that image's own embeddings (the judge's label of
-    one sample each, for the first :data:`FIDELITY_IMAGES` images of X): near chance, it ignores its condition."""
+    one sample each, for :data:`FIDELITY_IMAGES` images of X drawn evenly over the classes): near chance, it
+    ignores its condition."""
     r = run.config.reconstruct
-    count = min(FIDELITY_IMAGES, len(labels))
-    out = {"n": count}
+    rows = balanced_rows(labels, min(FIDELITY_IMAGES, len(labels)), seeds["fidelity"])
+    out = {"n": int(len(rows))}
     for model, decoder in decoders.items():
-        conditions = torch.from_numpy(training_conditions(public[model, "backbone"][:count],
-                                                          public[model, "projector"][:count]))
+        conditions = torch.from_numpy(training_conditions(public[model, "backbone"][rows],
+                                                          public[model, "projector"][rows]))
         drawn = sample(decoder, conditions, decoder_settings(run.config), r.steps, 1,
-                       [seeds["sampling"] + i for i in range(count)], r.batch_size)
-        out[model] = float(np.mean(judge_labels(judge, drawn[:, 0], r.image_size) == labels[:count]))
+                       [seeds["sampling"] + int(i) for i in rows], r.batch_size)
+        out[model] = float(np.mean(judge_labels(judge, drawn[:, 0], r.image_size) == labels[rows]))
     return out
 
 
