@@ -178,6 +178,9 @@ def test_a_grid_row_holds_the_crop_then_each_models_samples():
     grid = grid_image(crops, samples, padding=1)
     assert grid.shape == (1 + 3 * 5, 1 + 7 * 5, 3)
     assert grid[1, 1].tolist() == [0, 0, 0] and grid[1, 1 + 2 * 5].tolist() == [128, 128, 128]
+    # A set with no kept crop draws none: a blank strip as wide as its rows would be, not a crash.
+    empty = grid_image(crops[:0], [drawn[:0] for drawn in samples], padding=1)
+    assert empty.shape == (1, grid.shape[1], 3) and (empty == 255).all()
 
 
 def test_the_decoder_sees_conditions_standardised_by_their_training_statistics():

@@ -16,6 +16,9 @@ def grid_image(crops01: torch.Tensor, samples: list[torch.Tensor], padding: int 
     """uint8 (H, W, 3): row i is crop i (float (N, 3, s, s) in [0, 1]), a blank, then for each entry of
     ``samples`` (float (N, S, 3, s, s)) its S samples of crop i, a blank between models."""
     n, side = len(crops01), crops01.shape[-1]
+    if not n:  # no crop drawn: an empty (white) strip, since make_grid needs at least one image
+        columns = 2 + sum(drawn.shape[1] for drawn in samples) + max(len(samples) - 1, 0)
+        return np.full((padding, padding + columns * (side + padding), 3), 255, dtype=np.uint8)
     blank = torch.ones((n, 1, 3, side, side))
     parts = [crops01[:, None].float(), blank]
     for index, drawn in enumerate(samples):

@@ -123,6 +123,9 @@ def crop_conditions(run: Run, table: ImageTable, name: str, ids: np.ndarray, squ
     """Each model's attack conditions of the crops ``ids``: its public neighbours' mean backbone embedding
     and the crop's projector embedding."""
     c = run.config
+    if not len(ids):  # no kept crop in this set: nothing to embed (a (0, -1) reshape is undefined)
+        width = {m: public[m, "backbone"].shape[1] + public[m, "projector"].shape[1] for m in encoders}
+        return {m: np.zeros((0, w), np.float32) for m, w in width.items()}
     rows = index_of_ids(table.ids, ids, f"crops of {name}")
     out = {}
     for model, encoder in encoders.items():
