@@ -359,7 +359,7 @@ def test_cross_set_duplicates_refuse_the_split_until_dropped_or_allowed(tmp_path
     error = capsys.readouterr().err
     kind = "near-duplicate" if recompress else "exact"
     assert "leakage check failed" in error and "split.drop_duplicates=true" in error and "n00000002_900" in error
-    assert (f"0 exact and 1 near" if recompress else "1 exact") in error, kind
+    assert ("0 exact and 1 near" if recompress else "1 exact") in error, kind
 
     dropped = tmp_path / "dropped"
     assert main([*base, f"seed={refused}", "split.drop_duplicates=true", "--out", str(dropped)]) == 0

@@ -23,6 +23,7 @@ from dejavu.reconstruct.colour import class_hues, colour_labels
 from dejavu.reconstruct.decoder import ConditionalDecoder, DecoderSettings
 from dejavu.reconstruct.grids import grid_image
 from dejavu.reconstruct.scoring import paired_directions
+from dejavu.report.reconstruction import verdict as reconstruction_verdict
 from dejavu.runs import Run
 from dejavu.stages.reconstruct import balanced_rows
 from tests.conftest import TINY, resign
@@ -116,17 +117,18 @@ def test_reconstructions_are_reproducible_from_the_seed(reconstructed):
     assert (reconstructed / "reconstruction/reconstructions.csv").read_text() == table
 
 
-def test_a_damaged_reconstructions_table_is_refused_naming_the_file(reconstructed, tmp_path):
+@pytest.mark.parametrize("field, value, message", [(6, "1.5", "judge_share"), (2, "cat", "label = 'cat'")])
+def test_a_damaged_reconstructions_table_is_refused_naming_the_file(reconstructed, tmp_path, field, value, message):
     copy = tmp_path / "run"
     shutil.copytree(reconstructed, copy)
     path = copy / "reconstruction/reconstructions.csv"
     lines = path.read_text().splitlines()
     fields = lines[1].split(",")
-    fields[6] = "1.5"
+    fields[field] = value
     path.write_text("\n".join([lines[0], ",".join(fields), *lines[2:]]) + "\n")
     resign(copy)
     run = Run(copy, load_config(copy / "config.json"))
-    with pytest.raises(RunFolderError, match="reconstructions.csv.*judge_share"):
+    with pytest.raises(RunFolderError, match=f"reconstructions.csv.*{message}"):
         load_reconstructions(run)
 
 
@@ -202,3 +204,16 @@ def test_the_fidelity_images_are_drawn_evenly_over_the_classes():
     assert len(set(rows.tolist())) == 30 and np.array_equal(rows, np.sort(rows))
     np.testing.assert_array_equal(rows, balanced_rows(labels, 30, seed=4))
     assert not np.array_equal(rows, balanced_rows(labels, 30, seed=5))
+
+
+def _test(gap: float, p: float, control_gap: float, control_p: float) -> dict:
+    return {"n": 200, "target_acc": 0.3 + gap, "reference_acc": 0.3, "gap": gap, "mcnemar_p": p,
+            "control": {"n": 100, "gap": control_gap, "mcnemar_p": control_p}}
+
+
+def test_the_verdict_needs_a_quiet_control():
+    assert reconstruction_verdict(_test(0.12, 1e-4, 0.01, 0.8), 0.01, True).startswith("The target's reconstructions")
+    refused = reconstruction_verdict(_test(0.12, 1e-4, 0.15, 1e-3), 0.01, True)
+    assert refused.startswith("No verdict") and "+15.0 points" in refused and "+12.0 points" in refused
+    assert reconstruction_verdict(_test(0.12, 1e-4, 0.01, 0.8), 0.01, False).startswith("No verdict")
+    assert reconstruction_verdict(_test(0.01, 0.6, 0.0, 1.0), 0.01, True).startswith("No significant difference")

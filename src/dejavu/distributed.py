@@ -14,6 +14,8 @@ import torch.distributed as dist
 
 from dejavu.errors import ConfigError, DejavuError
 
+WAIT_HOURS = 12  # how long the other processes wait for a stage of rank zero's
+
 
 def launched() -> bool:
     """True when this process was started by torchrun (or an equivalent) as one of several."""
@@ -37,7 +39,7 @@ def init() -> None:
     if backend == "nccl":
         torch.cuda.set_device(device())
     dist.init_process_group(backend=backend)
-    _WAITING_GROUP = dist.new_group(backend="gloo", timeout=datetime.timedelta(hours=12))
+    _WAITING_GROUP = dist.new_group(backend="gloo", timeout=datetime.timedelta(hours=WAIT_HOURS))
 
 
 def shutdown(clean: bool = True) -> None:

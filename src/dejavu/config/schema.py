@@ -299,8 +299,9 @@ class ReconstructConfig:
     that model's frozen embeddings, draws what the model infers from a periphery crop."""
 
     enabled: bool = False
-    # Crops reconstructed per attacked set (A, B) and per half of the control T: the most confident by the
-    # sum of both models' vote confidences (a choice that favours neither model); 0: all kept crops.
+    # Crops reconstructed per attacked set (A, B), and as many of the control T in all (its random halves T1,
+    # T2 get about half each): the most confident by the sum of both models' vote confidences (a choice that
+    # favours neither model); 0: all kept crops.
     per_direction: Annotated[int, at_least(0, "0 (all kept crops) or a positive count")] = 100
     samples: Count(1000, "a number of samples per crop") = 4
     # DDIM steps per sample.

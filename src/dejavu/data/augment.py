@@ -165,11 +165,17 @@ def ssl_view(
     return torch.baddbmm(offset, matrix, view.reshape(n, 3, -1)).view_as(view)
 
 
+def resized(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Float (N, 3, h, w) images resized to ``size`` x ``size`` (bilinear, antialiased; as they are when already
+    that size), the one resize of full images for the models, the judge and the decoders."""
+    if images.shape[-2:] == (size, size):
+        return images
+    return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+
+
 def eval_images(images_uint8: torch.Tensor, size: int) -> torch.Tensor:
     """Full images as the models see them at evaluation: resized to ``size``, normalised."""
-    images = to_float(images_uint8)
-    images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return normalise(images)
+    return normalise(resized(to_float(images_uint8), size))
 
 
 def eval_crops(images_uint8: torch.Tensor, squares: torch.Tensor, size: int) -> torch.Tensor:

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from dejavu.data.augment import normalise
+from dejavu.data.augment import normalise, resized
 from dejavu.evaluate.correlation import (
     ClassifierSettings, CorrelationClassifier, calibration, fit_correlation_classifier, predict_probabilities,
 )
@@ -22,9 +21,7 @@ from dejavu.evaluate.correlation import (
 
 def judge_inputs(images01: torch.Tensor, side: int) -> torch.Tensor:
     """Float (N, 3, h, w) images in [0, 1] as the judge sees them: resized to ``side``, normalised."""
-    if images01.shape[-1] != side or images01.shape[-2] != side:
-        images01 = F.interpolate(images01, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
-    return normalise(images01)
+    return normalise(resized(images01, side))
 
 
 def fit_judge(images01: torch.Tensor, labels: np.ndarray, n_classes: int, epochs: int, seed: int,

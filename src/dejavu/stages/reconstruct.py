@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from dejavu import distributed
 from dejavu.artifacts import (
@@ -23,7 +22,7 @@ from dejavu.artifacts import (
 )
 from dejavu.attack.embed import embed_batches
 from dejavu.attack.vote import confidence, vote
-from dejavu.data.augment import MEAN, STD, eval_images, to_float
+from dejavu.data.augment import MEAN, STD, eval_images, resized, to_float
 from dejavu.data.records import ImageTable, index_of_ids
 from dejavu.data.scenes import ScenesDataset
 from dejavu.data.sources import crop_batches, image_source
@@ -42,6 +41,7 @@ from dejavu.train.checkpoints import save_weights
 
 SETS = ("A", "B", "T")
 FIDELITY_IMAGES = 100  # X images drawn back from their own embeddings: does the decoder follow its condition?
+GRID_ROWS = 100  # crops drawn in grid_<set>.png (the first in the table's order)
 
 
 def decoder_settings(config) -> DecoderSettings:
@@ -64,10 +64,7 @@ def crop_seed(sampling_seed: int, crop_id: str) -> int:
 
 def resized01(images_uint8: torch.Tensor, side: int) -> torch.Tensor:
     """uint8 (N, H, W, 3) -> float (N, 3, side, side) in [0, 1] (antialiased)."""
-    images = to_float(images_uint8)
-    if images.shape[-1] == side and images.shape[-2] == side:
-        return images
-    return F.interpolate(images, size=(side, side), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+    return resized(to_float(images_uint8), side).clamp(0, 1)
 
 
 def full_images(run: Run, table: ImageTable, rows: np.ndarray, encoders: dict | None = None) -> dict:
@@ -100,28 +97,29 @@ def own_layer(encoder, layer: str) -> str:
     return layer if layer in encoder.layers else "backbone"
 
 
-def chosen_crops(run: Run, table: ImageTable, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Ids and squares of the crops of set ``name`` to reconstruct: the ``reconstruct.per_direction`` most
-    confident by the sum of both models' vote confidences, a ranking that favours neither model (T's, which the
-    metrics split into halves playing A and B, as many in all); all kept crops with 0."""
+def chosen_crops(run: Run, table: ImageTable, name: str) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Ids, squares and each model's neighbour ids (N, k) of the crops of set ``name`` to reconstruct: the
+    ``reconstruct.per_direction`` most confident by the sum of both models' vote confidences, a ranking that
+    favours neither model (T's, which the metrics split into halves playing A and B, as many in all); all kept
+    crops with 0."""
     c = run.config
     ids, squares = kept_crops(run, name, table)
-    count = c.reconstruct.per_direction
-    if not count or count >= len(ids):
-        return ids, squares
-    score = np.zeros(len(ids))
+    score, neighbours = np.zeros(len(ids)), {}
     for model in MODELS:
         found = load_neighbours(run, model, name, ids=ids, k=c.attack.k, n_classes=len(table.class_names))
         rows = index_of_ids(found["ids"], ids, f"neighbours of {name}")
+        neighbours[model] = found["neighbour_ids"][rows]
         score += confidence(vote(found["neighbour_labels"][rows], len(table.class_names)))
-    keep = np.sort(np.argsort(-score, kind="stable")[:count])
-    return ids[keep], squares[keep]
+    count = c.reconstruct.per_direction
+    keep = np.arange(len(ids)) if not count or count >= len(ids) else np.sort(np.argsort(-score, kind="stable")[:count])
+    return ids[keep], squares[keep], {model: found[keep] for model, found in neighbours.items()}
 
 
-def crop_conditions(run: Run, table: ImageTable, name: str, ids: np.ndarray, squares: np.ndarray, encoders: dict,
-                    public: dict, public_ids: np.ndarray) -> dict[str, np.ndarray]:
-    """Each model's attack conditions of the crops ``ids``: its public neighbours' mean backbone embedding
-    and the crop's projector embedding."""
+def crop_conditions(run: Run, table: ImageTable, name: str, ids: np.ndarray, squares: np.ndarray,
+                    neighbours: dict[str, np.ndarray], encoders: dict, public: dict, public_ids: np.ndarray
+                    ) -> dict[str, np.ndarray]:
+    """Each model's attack conditions of the crops ``ids`` (its neighbour ids ``neighbours[model]``, a row per
+    crop): its public neighbours' mean backbone embedding and the crop's projector embedding."""
     c = run.config
     if not len(ids):  # no kept crop in this set: nothing to embed (a (0, -1) reshape is undefined)
         width = {m: public[m, "backbone"].shape[1] + public[m, "projector"].shape[1] for m in encoders}
@@ -131,9 +129,7 @@ def crop_conditions(run: Run, table: ImageTable, name: str, ids: np.ndarray, squ
     for model, encoder in encoders.items():
         batches = crop_batches(table, rows, squares, input_side(c), c.attack.batch_size, c.data.workers)
         projected = embed_batches({model: encoder}, batches, own_layer(encoder, "projector"), distributed.device())[model]
-        found = load_neighbours(run, model, name, k=c.attack.k)
-        order = index_of_ids(found["ids"], ids, f"neighbours of {name}")
-        out[model] = attack_conditions(found["neighbour_ids"][order], public_ids, public[model, "backbone"],
+        out[model] = attack_conditions(neighbours[model], public_ids, public[model, "backbone"],
                                        projected.reshape(len(ids), -1), c.reconstruct.neighbours)
     return out
 
@@ -206,15 +202,17 @@ def reconstruct_set(run: Run, table: ImageTable, name: str, ids: np.ndarray, squ
     labels = table.labels[index_of_ids(table.ids, ids, f"crops of {name}")]
     drawn, rows = {}, []
     for model in MODELS:
-        drawn[model] = sample(decoders[model], torch.from_numpy(conditions[model]), decoder_settings(run.config),
-                              r.steps, r.samples, noise, r.batch_size)
-        flat = drawn[model].reshape(-1, 3, r.image_size, r.image_size)
+        floats = sample(decoders[model], torch.from_numpy(conditions[model]), decoder_settings(run.config),
+                        r.steps, r.samples, noise, r.batch_size)
+        flat = floats.reshape(-1, 3, r.image_size, r.image_size)
         judged = judge_labels(judge, flat, r.image_size).reshape(len(ids), r.samples)
         judge_share = sample_shares(judged, labels) if len(ids) else np.zeros(0)
         coloured, colour_share = None, None
         if hues is not None:
             coloured = colour_labels(flat, hues).reshape(len(ids), r.samples)
             colour_share = sample_shares(coloured, labels) if len(ids) else np.zeros(0)
+        drawn[model] = _uint8(floats)  # judged: kept as bytes, a quarter of the floats (all crops at 128 px add up)
+        del floats, flat
         for i, crop in enumerate(ids):
             rows.append((crop, name, int(labels[i]), model, noise[i], " ".join(map(str, judged[i])),
                          round(float(judge_share[i]), 6),
@@ -222,8 +220,10 @@ def reconstruct_set(run: Run, table: ImageTable, name: str, ids: np.ndarray, squ
                          round(float(colour_share[i]), 6) if colour_share is not None else ""))
     crops01 = display_crops(table, ids, squares, r.image_size)
     save_npz(folder / f"samples_{name}.npz", ids=ids, labels=labels, crops=_uint8(crops01),
-             **{f"samples_{m}": _uint8(drawn[m]) for m in MODELS})
-    write_grid(folder / f"grid_{name}.png", crops01, [drawn[m] for m in MODELS])
+             **{f"samples_{m}": drawn[m] for m in MODELS})
+    shown = slice(0, GRID_ROWS)  # a PNG of thousands of rows helps no eye; every sample is in the npz
+    write_grid(folder / f"grid_{name}.png", crops01[shown],
+               [torch.from_numpy(drawn[m][shown]).movedim(-1, -3).float() / 255 for m in MODELS])
     return rows
 
 
@@ -232,6 +232,11 @@ def stage_reconstruct(run: Run) -> Path:
     A, B and T from each, label them, and write grids, ``reconstructions.csv`` and ``reconstruction.json``."""
     c = run.config
     r = c.reconstruct
+    if distributed.world_size() > 1:
+        print(f"[reconstruct] warning: the decoders train in this process alone ({2 * r.iterations:,} iterations) "
+              f"while the other {distributed.world_size() - 1} wait, at most {distributed.WAIT_HOURS} h before their "
+              "wait times out; if that may not be enough, run the stage in one process afterwards: "
+              "dejavu reconstruct --out RUN (python -m dejavu, not torchrun)")
     table = load_table(run)
     sets = load_split(run, table)
     folder = run.root / "reconstruction"
@@ -255,9 +260,9 @@ def stage_reconstruct(run: Run) -> Path:
         if c.data.dataset == "scenes" else None
     rows, counts = [], {}
     for name in SETS:
-        ids, squares = chosen_crops(run, table, name)
+        ids, squares, neighbours = chosen_crops(run, table, name)
         counts[name] = int(len(ids))
-        conditions = crop_conditions(run, table, name, ids, squares, encoders, public, table.ids[public_rows])
+        conditions = crop_conditions(run, table, name, ids, squares, neighbours, encoders, public, table.ids[public_rows])
         rows += reconstruct_set(run, table, name, ids, squares, conditions, decoders, judge, hues, seeds, folder)
     write_csv(folder / "reconstructions.csv", RECONSTRUCTION_COLUMNS, rows)
     summary = {
