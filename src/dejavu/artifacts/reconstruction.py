@@ -56,7 +56,7 @@ def load_reconstructions(run: Run) -> dict[tuple[str, str], dict[str, float | No
                 raise refuse(path, f"line {line} repeats crop {key[0]!r} of model {key[1]}", "one row per crop and model",
                              advice)
             colour = item["colour_share"]
-            if not item["label"].isdigit():
+            if not item["label"].isdecimal():  # what int() reads (isdigit also takes "²")
                 raise refuse(path, f"line {line}: label = {item['label']!r}", "a class id (a whole number ≥ 0)", advice)
             out[key] = {"set": item["set"], "label": int(item["label"]),
                         "judge_share": _share(path, line, "judge_share", item["judge_share"], advice),

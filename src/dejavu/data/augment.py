@@ -192,5 +192,5 @@ def eval_crops(images_uint8: torch.Tensor, squares: torch.Tensor, size: int) -> 
         patches = torch.stack(
             [images[r, :, squares[r, 1] : squares[r, 3], squares[r, 0] : squares[r, 2]] for r in rows.tolist()]
         )
-        out[rows] = F.interpolate(patches, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        out[rows] = resized(patches, size)
     return normalise(out)

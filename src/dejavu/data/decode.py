@@ -23,10 +23,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
-from dejavu.data.augment import normalise
+from dejavu.data.augment import normalise, resized
 from dejavu.data.leakage import perceptual_hash
 from dejavu.errors import DataError
 
@@ -278,7 +277,7 @@ class CropImages(torch.utils.data.Dataset):
         with _own_pixel_limit():
             pixels = np.asarray(image.crop(box), dtype=np.uint8)
         patch = torch.from_numpy(pixels.copy()).permute(2, 0, 1).float().div_(255.0).unsqueeze(0)
-        patch = F.interpolate(patch, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
+        patch = resized(patch, self.size)
         return index, normalise(patch)[0]
 
 
