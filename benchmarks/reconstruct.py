@@ -4,8 +4,9 @@ Prints images/s, side by side in one run on the same batch and network, interlea
   (a) bare training step: the decoder's forward + v-prediction loss + backward + AdamW step on a ready batch,
   (b) `fit_decoder`: dejavu's training (batch drawn from the image set, noise, timesteps, EMA update, progress),
   (c) bare sampling: the decoder's forward alone, `steps` times per image (no scheduler),
-  (d) `sample`: dejavu's DDIM sampling (per-row seeded noise, scheduler steps);
-ratios (b)/(a) and (d)/(c): the overhead of everything around the network.
+  (d) `sample`: dejavu's DDIM sampling (per-row seeded noise, scheduler steps),
+  (e) `sample` with classifier-free guidance (`--guidance`, reconstruct_demo's 1.5): two passes per step;
+ratios (b)/(a), (d)/(c) and (e)/(c): the overhead of everything around the network (about 0.5 for (e)).
 
     python benchmarks/reconstruct.py                               # reconstruct_demo's decoder, 32 px, CPU
     python benchmarks/reconstruct.py --channels 32 64 64 --batch 64 --steps 50
@@ -14,6 +15,7 @@ ratios (b)/(a) and (d)/(c): the overhead of everything around the network.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import platform
 import statistics
 import time
@@ -64,15 +66,18 @@ def measure(args: argparse.Namespace) -> dict[str, list[float]]:
             decoder(noise, torch.full((args.sample_batch,), 999 - t * (1000 // args.steps)), sample_conditions)
         return args.sample_batch / (time.perf_counter() - start)
 
-    def dejavu_sample() -> float:
+    def dejavu_sample(sampling: DecoderSettings = settings) -> float:
         decoder.eval()
         start = time.perf_counter()
-        sample(decoder, sample_conditions, settings, args.steps, 1, list(range(args.sample_batch)),
+        sample(decoder, sample_conditions, sampling, args.steps, 1, list(range(args.sample_batch)),
                batch_size=args.sample_batch)
         return args.sample_batch / (time.perf_counter() - start)
 
+    guided = dataclasses.replace(settings, condition_dropout=0.1, guidance=args.guidance)
+
     cases = {"(a) bare training step": bare_train, "(b) fit_decoder": dejavu_train,
-             "(c) bare sampling (forward x steps)": bare_sample, "(d) sample (DDIM)": dejavu_sample}
+             "(c) bare sampling (forward x steps)": bare_sample, "(d) sample (DDIM)": dejavu_sample,
+             f"(e) sample (DDIM, guidance {args.guidance:g})": lambda: dejavu_sample(guided)}
     for case in cases.values():
         case()  # warm-up
     rates: dict[str, list[float]] = {name: [] for name in cases}
@@ -92,6 +97,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="DDIM steps per sample")
     parser.add_argument("--sample-batch", type=int, default=48)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--guidance", type=float, default=1.5, help="case (e)'s classifier-free guidance weight")
     args = parser.parse_args()
     rates = measure(args)
     print(f"### Result: decoder {args.channels} at {args.size} px, batch {args.batch}, condition width "

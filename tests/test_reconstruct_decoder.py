@@ -4,10 +4,11 @@ DDIM sampling, resumable training, safetensors weights."""
 import numpy as np
 import pytest
 import torch
+from diffusers import DDIMScheduler
 
 from dejavu.errors import CheckpointError, ConfigError, DataError
 from dejavu.reconstruct.decoder import ConditionalDecoder, DecoderSettings, norm_groups
-from dejavu.reconstruct.diffusion import fit_decoder, sample
+from dejavu.reconstruct.diffusion import _guided, _scheduler, fit_decoder, sample
 from dejavu.train.checkpoints import load_weights, save_weights
 
 COLOURS = torch.tensor([[1.0, -1, -1], [-1, 1, -1], [-1, -1, 1], [1, 1, -1]])
@@ -42,6 +43,47 @@ def test_the_decoder_learns_to_draw_what_its_condition_says():
     swapped = sample(fitted.decoder, torch.eye(len(COLOURS))[[1, 0, 3, 2]], _settings(), steps=10, samples=2,
                      seeds=[0, 1, 2, 3]).mean(dim=(3, 4)) * 2 - 1
     assert (swapped - COLOURS[[1, 0, 3, 2]][:, None, :]).abs().max() < 0.4
+
+
+def test_guidance_extrapolates_from_the_learnt_unconditional_drawing(tmp_path):
+    """A decoder trained with condition dropout draws the data's colours without its condition (the learnt null)
+    and the condition's colour with it; guidance w gives exactly uncond + w (cond - uncond) of the two passes,
+    and every guided sample is nearest its condition's colour. Measured (2 cores, beside another job): 200
+    iterations, 25 s in all; the 16 unconditional samples spread over all 4 colours (3 asserted)."""
+    images, conditions = _data()
+    settings = _settings(iterations=200, condition_dropout=0.5, guidance=2.0)
+    fitted = fit_decoder(images, conditions, settings, seed=0, state_path=tmp_path / "state.pt")
+    decoder = fitted.decoder
+    # The weight is the sampling's, not the training's: the finished state serves another one, training nothing.
+    again = fit_decoder(images, conditions, _settings(iterations=200, condition_dropout=0.5, guidance=1.0), seed=0,
+                        state_path=tmp_path / "state.pt")
+    assert again.losses == fitted.losses
+    x, t, c = torch.randn(4, 3, 8, 8), torch.tensor([5, 20, 35, 49]), torch.eye(len(COLOURS))
+    with torch.no_grad():
+        cond = decoder(x, t, c)
+        free = decoder(x, t, c, torch.ones(4, dtype=torch.bool))
+        assert torch.allclose(_guided(decoder, x, t, c, 2.0), free + 2.0 * (cond - free), atol=1e-5)
+        assert torch.equal(_guided(decoder, x, t, c, 1.0), cond)
+        # The null replaces the condition: what it predicts does not depend on the condition's value.
+        assert torch.allclose(free, decoder(x, t, c[[1, 0, 3, 2]], torch.ones(4, dtype=torch.bool)))
+    guided = sample(decoder, c, settings, steps=10, samples=2, seeds=[0, 1, 2, 3]).mean(dim=(3, 4)) * 2 - 1
+    assert torch.cdist(guided.reshape(-1, 3), COLOURS).argmin(dim=1).tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    # Without a condition it draws the data's colours, not one: the nearest colour of 16 unconditional samples.
+    drawn = torch.stack([_unconditional_sample(decoder, settings, seed) for seed in range(16)])
+    nearest = torch.cdist(drawn, COLOURS).argmin(dim=1)
+    assert len(set(nearest.tolist())) >= 3
+
+
+def _unconditional_sample(decoder, settings, seed):
+    """One DDIM sample drawn with the learnt null condition alone: its mean colour on the [-1, 1] scale."""
+    scheduler = DDIMScheduler.from_config(_scheduler(settings).config)
+    scheduler.set_timesteps(10)
+    x = torch.randn((1, 3, 8, 8), generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        for t in scheduler.timesteps:
+            predicted = decoder(x, t.expand(1), torch.zeros(1, len(COLOURS)), torch.ones(1, dtype=torch.bool))
+            x = scheduler.step(predicted, t, x, eta=0.0).prev_sample
+    return x.clamp(-1, 1).mean(dim=(0, 2, 3))
 
 
 def test_sampling_is_seeded_per_row_whatever_the_batch():
@@ -110,6 +152,8 @@ def test_the_unet_is_diffusers_with_the_condition_in_the_timestep_embedding():
     ({"iterations": 0}, "reconstruct.iterations"),
     ({"prediction": "x0"}, "reconstruct.prediction"),
     ({"ema_decay": 1.0}, "reconstruct.ema_decay"),
+    ({"guidance": 2.0}, "reconstruct.guidance"),
+    ({"guidance": 2.0, "condition_dropout": 1.0}, "reconstruct.condition_dropout"),
 ])
 def test_bad_settings_name_their_key(overrides, message):
     with pytest.raises(ConfigError, match=message):

@@ -142,6 +142,9 @@ def test_a_damaged_reconstructions_table_is_refused_naming_the_file(reconstructe
     ("reconstruct.channels=[]", "reconstruct.channels"),
     ("reconstruct.per_direction=-1", "reconstruct.per_direction"),
     ("reconstruct.steps=200 reconstruct.diffusion_steps=100", "reconstruct.steps"),
+    ("reconstruct.guidance=2", "reconstruct.guidance"),
+    ("reconstruct.guidance=0.5 reconstruct.condition_dropout=0.1", "reconstruct.guidance"),
+    ("reconstruct.condition_dropout=1", "reconstruct.condition_dropout"),
 ])
 def test_bad_reconstruct_values_are_refused_naming_the_key(override, message):
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):

@@ -324,6 +324,10 @@ class ReconstructConfig:
     prediction: Literal["v_prediction", "epsilon"] = "v_prediction"
     # A resume state every this many iterations (what a kill may lose).
     checkpoint_every: Count(10_000_000, "a number of iterations") = 200
+    # Classifier-free guidance (beyond RCDM): training rows whose condition is dropped, and the sampling
+    # weight (1: none, the paper's; above 1 needs condition_dropout > 0).
+    condition_dropout: Annotated[float, within("[0, 1)", "a fraction")] = 0.0
+    guidance: Annotated[float, within("[1, 20]", "a guidance weight")] = 1.0
     # The judge: a ConvNet trained with labels on X's full images (never A, B or T) labels each reconstruction.
     judge_epochs: Count(100_000, "a number of epochs") = 20
 

@@ -189,6 +189,7 @@ def _check_reconstruct(config: Config) -> None:
     if r.steps > r.diffusion_steps:
         raise ConfigError(f"config key 'reconstruct.steps' = {r.steps} is more than the decoder's diffusion has "
                           f"(reconstruct.diffusion_steps = {r.diffusion_steps}): sample in at most that many steps")
+    check_guidance(r.guidance, r.condition_dropout)
     if r.enabled and config.model.one_model:
         raise ConfigError("config key 'reconstruct.enabled' = true in a one-model audit (no --reference): the "
                           "reconstruction compares the target's decoder with a reference model's; give --reference")
@@ -201,3 +202,11 @@ def check_decoder_levels(image_size: int, channels: list[int]) -> None:
     if image_size % 2 ** (levels - 1):
         raise ConfigError(f"config key 'reconstruct.image_size' = {image_size} cannot be halved {levels - 1} times "
                           f"(reconstruct.channels has {levels} levels): use a multiple of {2 ** (levels - 1)}")
+
+
+def check_guidance(guidance: float, condition_dropout: float) -> None:
+    """Classifier-free guidance needs a decoder that also learnt to draw without its condition (also checked by
+    :meth:`dejavu.reconstruct.decoder.DecoderSettings.check`)."""
+    if guidance != 1 and not condition_dropout:
+        raise ConfigError(f"config key 'reconstruct.guidance' = {guidance:g} needs decoders that also learnt to draw "
+                          "without their condition: set reconstruct.condition_dropout above 0 (e.g. 0.1), or guidance 1")

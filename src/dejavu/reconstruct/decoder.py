@@ -15,7 +15,7 @@ import torch
 from diffusers import UNet2DModel
 from torch import nn
 
-from dejavu.config.validation import check_decoder_levels
+from dejavu.config.validation import check_decoder_levels, check_guidance
 from dejavu.errors import ConfigError
 
 
@@ -40,6 +40,11 @@ class DecoderSettings:
     prediction: str = "v_prediction"
     # An atomic resume state every this many iterations (the work a kill may lose).
     checkpoint_every: int = 200
+    # Classifier-free guidance (Ho & Salimans 2022), beyond RCDM: the share of training rows whose condition
+    # is replaced by a learnt "no condition", and the weight w of sampling's cond + (w - 1) (cond - uncond);
+    # w = 1 is plain conditional sampling (the paper's), w > 1 needs a decoder trained with dropout.
+    condition_dropout: float = 0.0
+    guidance: float = 1.0
 
     def check(self) -> None:
         groups = norm_groups(self.channels)
@@ -53,6 +58,13 @@ class DecoderSettings:
         if self.prediction not in ("epsilon", "v_prediction"):
             raise ConfigError(f"config key 'reconstruct.prediction' = {self.prediction!r}: expected 'epsilon' or "
                               "'v_prediction'")
+        if not 0 <= self.condition_dropout < 1:
+            raise ConfigError(f"config key 'reconstruct.condition_dropout' = {self.condition_dropout}: expected a "
+                              "value in [0, 1)")
+        if not 1 <= self.guidance <= 20:
+            raise ConfigError(f"config key 'reconstruct.guidance' = {self.guidance}: expected a value in [1, 20] "
+                              "(1: no guidance)")
+        check_guidance(self.guidance, self.condition_dropout)
         if not 0 <= self.ema_decay < 1:
             raise ConfigError(f"config key 'reconstruct.ema_decay' = {self.ema_decay}: expected a value in [0, 1)")
 
@@ -85,6 +97,8 @@ class ConditionalDecoder(nn.Module):
         self.register_buffer("condition_mean", torch.zeros(condition_width))
         self.register_buffer("condition_scale", torch.ones(condition_width))
         self.project = nn.Linear(condition_width, time_width)
+        # The learnt "no condition" of classifier-free guidance (in the projection's output space).
+        self.null_condition = nn.Parameter(torch.zeros(time_width))
         self.unet = UNet2DModel(
             sample_size=side, in_channels=3, out_channels=3, block_out_channels=tuple(settings.channels),
             down_block_types=down, up_block_types=up, layers_per_block=settings.layers_per_block,
@@ -93,9 +107,13 @@ class ConditionalDecoder(nn.Module):
             add_attention=any(attend),
         )
 
-    def forward(self, noised: torch.Tensor, timesteps: torch.Tensor, conditions: torch.Tensor) -> torch.Tensor:
-        standard = (conditions - self.condition_mean) / self.condition_scale
-        return self.unet(noised, timesteps, class_labels=self.project(standard)).sample
+    def forward(self, noised: torch.Tensor, timesteps: torch.Tensor, conditions: torch.Tensor,
+                unconditioned: torch.Tensor | None = None) -> torch.Tensor:
+        """``unconditioned``: bool (N,), rows drawn without their condition (classifier-free guidance)."""
+        projected = self.project((conditions - self.condition_mean) / self.condition_scale)
+        if unconditioned is not None:
+            projected = torch.where(unconditioned[:, None], self.null_condition.to(projected.dtype), projected)
+        return self.unet(noised, timesteps, class_labels=projected).sample
 
     @torch.no_grad()
     def fit_standardisation(self, conditions: torch.Tensor) -> None:

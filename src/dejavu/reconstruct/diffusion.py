@@ -46,12 +46,16 @@ def _scheduler(settings: DecoderSettings) -> DDPMScheduler:
                          prediction_type=settings.prediction)
 
 
+TRAINING_FREE = ("iterations", "checkpoint_every", "guidance")  # settings a resume state need not match
+
+
 def _meta(images: torch.Tensor, conditions: torch.Tensor, settings: DecoderSettings, seed: int) -> dict:
     """What a resume state must match: the settings, seed, images (a hash) and the conditions' shape. Not the
-    iteration count, so that a longer training continues a shorter one, nor how often it saves; nor a hash of
+    iteration count, so that a longer training continues a shorter one, nor how often it saves, nor the sampling's
+    guidance weight, which the training does not use; nor a hash of
     the conditions, which another device or batch size computes a few ulps apart (:func:`_same_conditions`)."""
     digest = hashlib.sha256(np.ascontiguousarray(images.numpy()).data)
-    kept = {k: v for k, v in settings.as_dict().items() if k not in ("iterations", "checkpoint_every")}
+    kept = {k: v for k, v in settings.as_dict().items() if k not in TRAINING_FREE}
     return {"settings": json.dumps(kept, sort_keys=True), "seed": seed, "data": digest.hexdigest(),
             "conditions": list(conditions.shape)}
 
@@ -137,7 +141,11 @@ def fit_decoder(images: torch.Tensor, conditions: torch.Tensor, settings: Decode
             a = alphas[steps].view(-1, 1, 1, 1)
             noised = a.sqrt() * x0 + (1 - a).sqrt() * noise
             target = noise if settings.prediction == "epsilon" else a.sqrt() * noise - (1 - a).sqrt() * x0
-            loss = nn.functional.mse_loss(decoder(noised, steps, conditions[rows].to(device)), target)
+            # Drawn only with dropout on: a decoder without it keeps the random stream, hence the weights, that it
+            # had before the key existed.
+            dropped = (torch.rand(batch, generator=generator) < settings.condition_dropout).to(device) \
+                if settings.condition_dropout else None
+            loss = nn.functional.mse_loss(decoder(noised, steps, conditions[rows].to(device), dropped), target)
             if not math.isfinite(loss.item()):
                 raise ModelError(f"{description}: the training diverged (loss {loss.item()} at iteration "
                                  f"{done + 1}); lower reconstruct.lr (now {settings.lr:g})")
@@ -156,6 +164,17 @@ def fit_decoder(images: torch.Tensor, conditions: torch.Tensor, settings: Decode
     sampler = ema.module
     sampler.eval()
     return Fitted(decoder=sampler, losses=losses)
+
+
+def _guided(decoder: ConditionalDecoder, x: torch.Tensor, t: torch.Tensor, c: torch.Tensor, weight: float
+            ) -> torch.Tensor:
+    """The decoder's prediction, with classifier-free guidance of ``weight`` (1: the conditional one alone).
+    The conditional and unconditional passes go through the network as one batch."""
+    if weight == 1:
+        return decoder(x, t, c)
+    unconditioned = torch.arange(2 * len(x), device=x.device) >= len(x)
+    conditional, free = decoder(torch.cat([x, x]), torch.cat([t, t]), torch.cat([c, c]), unconditioned).chunk(2)
+    return free + weight * (conditional - free)
 
 
 @torch.no_grad()
@@ -180,8 +199,8 @@ def sample(decoder: ConditionalDecoder, conditions: torch.Tensor, settings: Deco
         x = flat_noise[begin:begin + batch_size].to(device)
         c = flat_conditions[begin:begin + batch_size].to(device)
         for t in scheduler.timesteps:
-            predicted = decoder(x, t.expand(len(x)).to(device), c)
-            x = scheduler.step(predicted, t, x, eta=0.0).prev_sample
+            x = scheduler.step(_guided(decoder, x, t.expand(len(x)).to(device), c, settings.guidance), t, x,
+                               eta=0.0).prev_sample
         out.append(((x.clamp(-1, 1) + 1) / 2).cpu())
     images = torch.cat(out) if out else torch.zeros((0, 3, side, side))
     return images.reshape(len(conditions), samples, 3, side, side)

@@ -95,6 +95,7 @@ def reconstruction_data(run: Run, metrics: Mapping[str, Any], table: ImageTable)
         "fidelity": ", ".join(f"{model} {pct(test['fidelity'][model])}" for model in MODELS if model in test["fidelity"]),
         "fidelity_n": int(test["fidelity"].get("n", 0)), "chance": pct(1 / max(len(table.class_names), 1)),
         "samples": run.config.reconstruct.samples, "neighbours": run.config.reconstruct.neighbours,
+        "guidance": f"{run.config.reconstruct.guidance:g}",
         "attacked": [_example(table, row, drawn[row["direction"]])
                      for row in most_confident_memorized(attacked, SHOWN_ATTACKED)],
         "control": [_example(table, row, drawn["T"]) for row in control[:SHOWN_CONTROL]],
