@@ -1,6 +1,11 @@
 """The reconstruction decoder (issue 15, part): a diffusers UNet conditioned on an embedding, DDPM training,
 DDIM sampling, resumable training, safetensors weights."""
 
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -43,6 +48,12 @@ def test_the_decoder_learns_to_draw_what_its_condition_says():
     swapped = sample(fitted.decoder, torch.eye(len(COLOURS))[[1, 0, 3, 2]], _settings(), steps=10, samples=2,
                      seeds=[0, 1, 2, 3]).mean(dim=(3, 4)) * 2 - 1
     assert (swapped - COLOURS[[1, 0, 3, 2]][:, None, :]).abs().max() < 0.4
+    # In pixels: every sample is nearer the training images of its condition than the training images at large.
+    which = conditions.argmax(dim=1)
+    pixels = drawn.flatten(2) * 2 - 1  # (condition, sample, pixels) on the images' scale
+    distance = torch.cdist(pixels, images.flatten(1).expand(len(COLOURS), -1, -1))  # (condition, sample, image)
+    own = torch.stack([distance[c][:, which == c].mean(dim=1) for c in range(len(COLOURS))])
+    assert (own < distance.mean(dim=2)).all()
 
 
 def test_guidance_extrapolates_from_the_learnt_unconditional_drawing(tmp_path):
@@ -123,6 +134,39 @@ def test_a_continued_training_ends_where_an_uninterrupted_one_does(tmp_path):
     with pytest.raises(CheckpointError, match="other conditions"):
         fit_decoder(images, conditions.roll(1, dims=1), _settings(iterations=6, checkpoint_every=2), seed=3,
                     state_path=tmp_path / "whole.pt")
+
+
+KILLED_AT_STEP_5 = """
+import os, signal, sys
+import torch
+sys.path.insert(0, sys.argv[2])
+from test_reconstruct_decoder import _data, _settings
+from dejavu.reconstruct.diffusion import fit_decoder
+
+original, calls = torch.optim.AdamW.step, []
+def step(self, *args, **kwargs):
+    calls.append(1)
+    if len(calls) == 5:  # inside iteration 5, after the state of iteration 4: a real SIGKILL, no cleanup runs
+        os.kill(os.getpid(), signal.SIGKILL)
+    return original(self, *args, **kwargs)
+torch.optim.AdamW.step = step
+images, conditions = _data(16)
+fit_decoder(images, conditions, _settings(iterations=6, checkpoint_every=2), seed=3, state_path=sys.argv[1])
+"""
+
+
+def test_a_decoder_killed_mid_training_resumes_to_the_uninterrupted_weights(tmp_path):
+    state = tmp_path / "decoder.resume.pt"
+    killed = subprocess.run([sys.executable, "-c", KILLED_AT_STEP_5, str(state), str(Path(__file__).parent)],
+                            capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert int(torch.load(state, weights_only=True)["iteration"]) == 4  # the kill lost iteration 5 only
+    images, conditions = _data(16)
+    resumed = fit_decoder(images, conditions, _settings(iterations=6, checkpoint_every=2), seed=3, state_path=state)
+    whole = fit_decoder(images, conditions, _settings(iterations=6, checkpoint_every=2), seed=3)
+    assert len(resumed.losses) == 6 and resumed.losses == whole.losses
+    for (name, a), (_, b) in zip(whole.decoder.state_dict().items(), resumed.decoder.state_dict().items()):
+        assert torch.equal(a, b), name
 
 
 def test_weights_round_trip_through_safetensors(tmp_path):
