@@ -59,8 +59,8 @@ def test_the_decoder_learns_to_draw_what_its_condition_says():
 def test_guidance_extrapolates_from_the_learnt_unconditional_drawing(tmp_path):
     """A decoder trained with condition dropout draws the data's colours without its condition (the learnt null)
     and the condition's colour with it; guidance w gives exactly uncond + w (cond - uncond) of the two passes,
-    and every guided sample is nearest its condition's colour. Measured (2 cores, beside another job): 200
-    iterations, 25 s in all; the 16 unconditional samples spread over all 4 colours (3 asserted)."""
+    and every guided sample is nearest its condition's colour. Measured (2 cores): 200 iterations, 4 s alone and
+    25 s beside another job; the 16 unconditional samples spread over all 4 colours (3 asserted)."""
     images, conditions = _data()
     settings = _settings(iterations=200, condition_dropout=0.5, guidance=2.0)
     fitted = fit_decoder(images, conditions, settings, seed=0, state_path=tmp_path / "state.pt")

@@ -141,8 +141,7 @@ def fit_decoder(images: torch.Tensor, conditions: torch.Tensor, settings: Decode
             a = alphas[steps].view(-1, 1, 1, 1)
             noised = a.sqrt() * x0 + (1 - a).sqrt() * noise
             target = noise if settings.prediction == "epsilon" else a.sqrt() * noise - (1 - a).sqrt() * x0
-            # Drawn only with dropout on: a decoder without it keeps the random stream, hence the weights, that it
-            # had before the key existed.
+            # Drawn only with dropout on: without it, the random stream (so the weights) is that of before the key.
             dropped = (torch.rand(batch, generator=generator) < settings.condition_dropout).to(device) \
                 if settings.condition_dropout else None
             loss = nn.functional.mse_loss(decoder(noised, steps, conditions[rows].to(device), dropped), target)
