@@ -68,3 +68,30 @@ def resign(root) -> None:
         payload = json.loads(marker.read_text())
         payload["files"] = signature(Path(root), STAGE_BY_NAME[marker.name.removesuffix(".done.json")])
         marker.write_text(json.dumps(payload))
+
+
+def train_straight_and_interrupted(monkeypatch, root, **args):
+    """``dejavu.train.loop.train_encoder(**args)`` into ``root/straight``, and into ``root/killed`` interrupted
+    inside its third epoch (a KeyboardInterrupt, after the resume state of epoch 2 was written) then resumed.
+    Returns (straight, killed) output folders. ``args`` must set ``train.resume_every_s=0`` in their config."""
+    import pytest
+    import torch
+
+    from dejavu.train import loop
+
+    straight, killed = root / "straight", root / "killed"
+    loop.train_encoder(out_dir=straight, **args)
+    real = loop.train_one_epoch
+
+    def dies_in_epoch_3(state, epoch, *rest):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return real(state, epoch, *rest)
+
+    monkeypatch.setattr(loop, "train_one_epoch", dies_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        loop.train_encoder(out_dir=killed, **args)
+    assert torch.load(killed / "resume.pt", weights_only=True)["epoch"] == 2
+    monkeypatch.setattr(loop, "train_one_epoch", real)
+    loop.train_encoder(out_dir=killed, **args)
+    return straight, killed

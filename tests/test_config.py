@@ -21,9 +21,14 @@ def test_demo_yaml_equals_builtin_defaults():
 
 
 def test_paper_and_example_presets_load_once_given_a_root():
-    presets = sorted((ROOT / "configs" / "paper").glob("*.yaml"))
+    # paper/clip_coco is the follow-up's (Jayaraman et al. 2024) CLIP preset: checked below.
+    presets = sorted(p for p in (ROOT / "configs" / "paper").glob("*.yaml") if p.stem != "clip_coco")
     assert [p.stem for p in presets] == sorted(["vicreg", "simclr", "barlow_twins", "byol", "dino", "supervised",
                                                 "reconstruct"])
+    clip = load_config(ROOT / "configs" / "paper" / "clip_coco.yaml")
+    assert (clip.train.method, clip.train.backbone, clip.train.patch_size, clip.data.input_size) == (
+        "clip", "vit_base", 32, 224)  # ViT-B/32
+    assert clip.data.dataset == "coco" and clip.data.captions.endswith("captions_train2017.json")
     for preset in presets:
         paper = load_config(preset, ["data.root=/data/train"])
         # paper/reconstruct is the VICReg recipe with the paper's 128-px decoder.
@@ -105,7 +110,7 @@ def test_bad_config_is_reported_with_its_key(overrides, message):
         (["trian.epochs=5"], "train.epochs"),         # a misspelled section, followed into its keys
         (["trian.epoch=5"], "train.epochs"),
         (["epochs=5"], "train.epochs' or 'correlation.epochs"),  # a key of two sections given at the top level
-        (["k=5"], "attack.k"),
+        (["k=5"], "attack.k' or 'vlm.k"),  # both sections have a k
         (["train.vicreg.sim_weigth=3"], "train.vicreg.sim_weight"),
         (["metrics.aplha=0.1"], "metrics.alpha"),
     ],
@@ -164,7 +169,7 @@ def test_config_choices_name_exactly_what_the_code_builds():
     assert choices("train.stem") == STEMS
     assert choices("train.optimizer") == OPTIMIZERS
     assert choices("train.method") == METHOD_NAMES == tuple(METHODS)
-    assert choices("data.dataset") == ("scenes", "imagenet", "voc", "coco", "manifest")
+    assert choices("data.dataset") == ("scenes", "captioned_scenes", "imagenet", "voc", "coco", "manifest")
     with pytest.raises(KeyError, match="train.epochs"):
         choices("train.epochs")
 
@@ -196,7 +201,7 @@ def test_method_sections_come_from_the_method_registry():
     ("train.dino.local_crop_scale=[0,0.2]", "'train.dino.local_crop_scale': expected [low, high] in (0, 1]"),
     ("train.widths=[]", "config key 'train.widths': expected 1 to 16 positive channel widths of at most 16,384, found []"),
     ("train.lr=0", "config key 'train.lr': expected a positive learning rate, found 0.0"),
-    ("data.dataset=yolo", "'data.dataset': unknown value 'yolo'; valid: scenes, imagenet, voc, coco, manifest"),
+    ("data.dataset=yolo", "'data.dataset': unknown value 'yolo'; valid: scenes, captioned_scenes, imagenet, voc, coco, manifest"),
     ("train.precision=fp8", "config key 'train.precision': unknown value 'fp8'; valid: fp32, bf16, fp16"),
     ("train.method=5", "config key 'train.method': expected a string, found 5"),
 ])

@@ -176,7 +176,7 @@ def test_stage_order_is_the_documented_one():
     from dejavu.stages import STAGES
 
     assert [stage.name for stage in STAGES] == ["data", "split", "crops", "train_A", "train_B", "correlation", "embed",
-                                                "evaluate", "sanity", "neighbours", "reconstruct", "metrics", "report"]
+                                                "evaluate", "sanity", "neighbours", "reconstruct", "vlm", "metrics", "report"]
 
 
 def test_crops_that_are_all_too_small_are_refused_before_training(tmp_path):

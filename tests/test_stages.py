@@ -16,8 +16,10 @@ from dejavu.runs import Run
 from dejavu.stages import COMMANDS, STAGES, fingerprint, run_stage
 from dejavu.config import NO_EFFECT_KEYS
 from dejavu.stages.declaration import ALL, effective_tree, lookup
+from dejavu.stages.registry import upstream_of
 
 SMOKE = Path(__file__).resolve().parent.parent / "configs" / "smoke.yaml"
+CLIP_SMOKE = SMOKE.with_name("clip_smoke.yaml")
 
 
 @lru_cache(maxsize=None)
@@ -80,16 +82,24 @@ def reads_per_stage(tmp_path_factory):
     one_model = load_config(SMOKE, ["threads=1", f"model.target={run.root / 'models/A/model.safetensors'}"])
     # The reconstruct stage runs with reconstruct.enabled (smoke's tiny decoders).
     reconstructing = load_config(SMOKE, ["threads=1", "reconstruct.enabled=true"])
+    # The vision-language stage runs in a CLIP run of its own (captioned data, CLIP models).
+    clip = load_config(CLIP_SMOKE, ["threads=1"])
+    clip_run = Run(tmp_path_factory.mktemp("reads_clip") / "run", clip)
+    clip_run.claim()
+    chosen_configs = {}
     for stage in STAGES:
         log: set[str] = set()
-        chosen = next(c for c in (config, reconstructing, one_model) if stage.needed(c))
-        run.config = recording(chosen, log)
+        chosen = next((c for c in (config, reconstructing, one_model) if stage.needed(c)), clip)
+        where = run if chosen is not clip else clip_run
+        for name in upstream_of([stage.name]) if where is clip_run else ():
+            run_stage(clip_run, name, log=lambda _: None)
+        where.config = recording(chosen, log)
         try:
-            run_stage(run, stage.name, log=lambda _: None)
+            run_stage(where, stage.name, log=lambda _: None)
         finally:
-            run.config = config
-        reads[stage.name] = log
-    return config, reads, run.root
+            where.config = chosen
+        reads[stage.name], chosen_configs[stage.name] = log, chosen
+    return config, reads, run.root, chosen_configs
 
 
 def test_recording_config_sees_reads_and_keeps_values():
@@ -104,8 +114,8 @@ def test_recording_config_sees_reads_and_keeps_values():
 
 @pytest.mark.parametrize("stage", STAGES, ids=lambda stage: stage.name)
 def test_every_key_a_stage_reads_is_declared(reads_per_stage, stage):
-    config, reads, _ = reads_per_stage
-    undeclared = sorted(reads[stage.name] - allowed_keys(stage, config))
+    _, reads, _, configs = reads_per_stage
+    undeclared = sorted(reads[stage.name] - allowed_keys(stage, configs[stage.name]))
     assert not undeclared, (
         f"stage '{stage.name}' reads config keys it does not declare: {undeclared}; add them to its Stage(keys=...) "
         "(or to also_reads, with the reason they change nothing it writes)"
@@ -115,7 +125,7 @@ def test_every_key_a_stage_reads_is_declared(reads_per_stage, stage):
 @pytest.mark.parametrize("stage", STAGES, ids=lambda stage: stage.name)
 def test_every_declared_key_is_read(reads_per_stage, stage):
     """No stage declares a section it never reads (its fingerprint would change for nothing)."""
-    config, reads, _ = reads_per_stage
+    _, reads, _, _ = reads_per_stage
     for key in stage.keys:
         under = "" if key == ALL else key
         assert any(read == under or read.startswith(f"{under}.") or not under for read in reads[stage.name]), \
@@ -132,13 +142,16 @@ def _prints(overrides: list[str], tmp_path: Path) -> dict[str, str]:
 def test_a_stage_fingerprint_follows_exactly_its_declared_keys(tmp_path):
     base = _prints([], tmp_path)
     changed = {
-        "attack.backend=torch": {"neighbours", "evaluate", "report"},  # neighbours depends on the backend
+        # neighbours (and the CLIP test's retrieval) depend on the backend
+        "attack.backend=torch": {"neighbours", "evaluate", "vlm", "report"},
         "attack.k=10": {"neighbours", "reconstruct", "report"},  # reconstruct checks the neighbours' files
         "reconstruct.steps=5": {"reconstruct", "report"},
-        "metrics.alpha=0.05": {"metrics", "report"},
+        "metrics.alpha=0.05": {"metrics", "vlm", "report"},
         "crop.min_side_px=10": {"crops", "correlation", "report"},  # (the classifier's: used by one-model audits)
         "correlation.epochs=3": {"report"},  # the classifier acts only in the one-model test (the report shows it)
-        "train.lr=0.002": {"train_A", "train_B", "embed", "evaluate", "reconstruct", "report"},
+        "train.lr=0.002": {"train_A", "train_B", "embed", "evaluate", "reconstruct", "vlm", "report"},
+        "vlm.k=5": {"vlm", "report"},
+        "data.caption_objects=2": {"report"},  # the captioned dataset's keys act on it alone
         "evaluate.knn_k=5": {"evaluate", "report"},
         "train.dino.out_dim=64": {"report"},  # a method not selected: only the report, which shows the config
         "threads=1": set(),
@@ -205,7 +218,7 @@ def test_neighbours_refuses_a_k_larger_than_the_public_set_it_finds(reads_per_st
 
     from dejavu.errors import DataError
 
-    config, _, root = reads_per_stage
+    config, _, root, _ = reads_per_stage
     shutil.copytree(root, tmp_path / "run")
     public = config.split.x_per_class * config.data.n_classes
     run = Run(tmp_path / "run", dataclasses.replace(config, attack=dataclasses.replace(config.attack, k=public + 1)))

@@ -90,7 +90,7 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="dotted config overrides, e.g. train.epochs=5 attack.k=50")
     data = p.add_argument_group("dataset shorthands (the same as the data.* / split.* keys)")
     data.add_argument("--dataset", choices=choices("data.dataset"),
-                      help="data.dataset (default scenes, the built-in data)")
+                      help="data.dataset (default scenes, the built-in data; captioned_scenes: with captions)")
     data.add_argument("--root", metavar="PATH",
                       help="data.root: imagenet: the train folder of <wnid>/ class folders; voc: the folder holding "
                            "JPEGImages/ and Annotations/; coco: the images folder; manifest: the folder its paths "
@@ -374,8 +374,12 @@ def _print_summary(run: Run) -> int:
     """Print the verdict (or why there is none); the exit code: 0, or 3 when a sanity gate failed."""
     metrics = read_metrics(run.root / "metrics.json")
     print()
-    print(metrics.verdict)
+    print(f"image test (periphery crops): {metrics.verdict}" if metrics.vlm else metrics.verdict)
+    if metrics.vlm:
+        print(metrics.vlm.verdict)
     print(f"report: {(run.root / 'report.html').resolve()}")
+    if metrics.vlm:  # a CLIP run's verdict is the vision-language test's
+        return NO_VERDICT_EXIT if metrics.vlm.verdict.startswith("No verdict") else 0
     return NO_VERDICT_EXIT if metrics.sanity is not None and not metrics.sanity.passed else 0
 
 

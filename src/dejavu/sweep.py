@@ -239,6 +239,8 @@ DERIVED: tuple[tuple[str, Callable[[MetricsFile], Any]], ...] = (
     # "failed": the models or data failed the sanity gates, so the point's seed counts for no verdict.
     ("sanity", lambda m: "unchecked" if m.sanity is None else "passed" if m.sanity.passed else "failed"),
 )
+# A CLIP run's vision-language test (metrics.json["vlm"]), beside the image test's columns.
+VLM_COLUMNS = ("vlm_ppg", "vlm_ppg_p", "vlm_prg", "vlm_prg_p", "vlm_recall_gap_auc", "vlm_control_ppg", "vlm_control_prg")
 LAYERS = ("backbone", "attacked")
 CONVENTIONAL = tuple(f"{layer}_{metric}_{part}" for layer in LAYERS for metric, part in CONVENTIONAL_PARTS)
 
@@ -251,6 +253,10 @@ def point_row(point: Point, run_root: Path) -> dict[str, Any]:
     row.update({key: getattr(metrics, key) for key in ROW_KEYS})
     row.update({name: value(metrics) for name, value in DERIVED})
     row["alpha"] = point.config.metrics.alpha
+    if metrics.vlm is not None:
+        vlm = metrics.vlm
+        row.update(zip(VLM_COLUMNS, (vlm.ppg, vlm.ppg_p, vlm.prg, vlm.prg_p, vlm.recall_gap_auc, vlm.control.ppg,
+                                     vlm.control.prg)))
     evaluation_path = run_root / "evaluation.json"
     if evaluation_path.is_file():
         evaluation = read_evaluation(evaluation_path)
@@ -262,7 +268,8 @@ def point_row(point: Point, run_root: Path) -> dict[str, Any]:
     return row
 
 
-SUMMARY_METRICS = (*SPREAD_METRICS, "auc", "control_gap", *CONVENTIONAL)
+SUMMARY_METRICS = (*SPREAD_METRICS, "auc", "control_gap", "vlm_ppg", "vlm_prg", "vlm_recall_gap_auc",
+                   "vlm_control_ppg", "vlm_control_prg", *CONVENTIONAL)
 
 
 def _spread(values: Sequence[float]) -> dict[str, float]:
@@ -292,7 +299,7 @@ def verdict(gaps: Sequence[float], p_values: Sequence[float], alpha: float,
 
 
 # Row fields that are results, not the point's grid values.
-_NOT_VALUES = {"sweep", "seed", *ROW_KEYS, *(name for name, _ in DERIVED), "alpha", *CONVENTIONAL, "report"}
+_NOT_VALUES = {"sweep", "seed", *ROW_KEYS, *(name for name, _ in DERIVED), "alpha", *CONVENTIONAL, *VLM_COLUMNS, "report"}
 
 
 def summarise_points(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -312,6 +319,10 @@ def summarise_points(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         entry["significant_seeds"], entry["verdict"] = verdict(
             [as_float(row["gap"]) for row in members], [as_float(row["mcnemar_p"]) for row in members], float(first["alpha"]),
             [str(row.get("sanity", "unchecked")) for row in members])
+        if "vlm_ppg" in first:  # seeds whose PPG and PRG are both positive and significant
+            entry["vlm_significant_seeds"] = sum(
+                as_float(r["vlm_ppg"]) > 0 and as_float(r["vlm_prg"]) > 0 and as_float(r["vlm_ppg_p"]) < float(r["alpha"])
+                and as_float(r["vlm_prg_p"]) < float(r["alpha"]) for r in members)
         summary.append(entry)
     return summary
 

@@ -15,7 +15,7 @@ from dejavu.runs import Run
 CATALOG_ARRAYS = {"ids": (("N",), "U"), "labels": (("N",), "iu"), "boxes": (("N", "M", 4), "f"),
                   "class_names": (("C",), "U")}
 CATALOG_OPTIONAL = {"sizes": (("N", 2), "iu"), "paths": (("N",), "U"), "content_hashes": (("N",), "U"),
-                    "perceptual_hashes": (("N",), "iu")}
+                    "perceptual_hashes": (("N",), "iu"), "objects": (("N", "C"), "b"), "captions": (("N",), "U")}
 
 
 # Catalog -----------------------------------------------------------------------------------------
@@ -39,7 +39,9 @@ def load_table(run: Run, with_images: bool = True) -> ImageTable:
 
 def check_catalog(table: ImageTable, path: Path, advice: str) -> None:
     """The catalog's arrays agree: one entry per image in each, unique ids, labels that name a class."""
-    check_arrays(path, table.catalog_arrays(), {**CATALOG_ARRAYS, **CATALOG_OPTIONAL}, advice)
+    arrays = table.catalog_arrays()
+    spec = {name: want for name, want in {**CATALOG_ARRAYS, **CATALOG_OPTIONAL}.items() if name in arrays}
+    check_arrays(path, arrays, spec, advice)
     if len(table) == 0 or len(table.class_names) == 0:
         raise refuse(path, f"holds {len(table)} images of {len(table.class_names)} classes", "at least one of each",
                      advice)

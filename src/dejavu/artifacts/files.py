@@ -35,7 +35,7 @@ def query_sets_of(config) -> tuple[str, ...]:
 
 # What numpy raises on a truncated or overwritten archive, at opening or when a member is read.
 NPZ_ERRORS = (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError)
-KINDS = {"U": "strings", "iu": "integers", "f": "floats"}
+KINDS = {"U": "strings", "iu": "integers", "f": "floats", "b": "booleans"}
 
 
 # Refusals ----------------------------------------------------------------------------------------

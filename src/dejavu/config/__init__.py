@@ -26,7 +26,7 @@ from dejavu.config.methods import (
     VicregConfig,
 )
 from dejavu.config.schema import (
-    AttackConfig, AugmentConfig, Config, CropConfig, DataConfig, EvaluateConfig, MetricsConfig, ReportConfig,
+    BUILT_IN, AttackConfig, AugmentConfig, Config, CropConfig, DataConfig, EvaluateConfig, MetricsConfig, ReportConfig,
     NO_EFFECT_KEYS, RESUMABLE_WITH_OTHER_VALUES, SplitConfig, TrainConfig, choices, saved_epochs, train_recipe,
 )
 from dejavu.config.shipped import resolve_config, shipped_configs
@@ -34,7 +34,7 @@ from dejavu.config.validation import validate
 from dejavu.errors import ConfigError
 
 __all__ = [
-    "AttackConfig", "AugmentConfig", "BarlowTwinsConfig", "ByolConfig", "Config", "CropConfig", "DataConfig",
+    "BUILT_IN", "AttackConfig", "AugmentConfig", "BarlowTwinsConfig", "ByolConfig", "Config", "CropConfig", "DataConfig",
     "DinoConfig", "EvaluateConfig", "METHOD_CONFIGS", "METHOD_NAMES", "MetricsConfig", "NO_EFFECT_KEYS",
     "RESUMABLE_WITH_OTHER_VALUES", "ReportConfig",
     "SimclrConfig", "SplitConfig", "SupervisedConfig", "TrainConfig", "VicregConfig", "choices",

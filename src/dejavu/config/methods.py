@@ -117,6 +117,30 @@ class SupervisedConfig:
     label_smoothing: Annotated[float, within("[0, 1)", "a value")] = 0.0
 
 
+@register_method("clip")
+@dataclass
+class ClipConfig:
+    """CLIP (vision-language): a text transformer (open_clip's) beside the image encoder, whose output is the
+    joint space; the symmetric InfoNCE loss with a learnable temperature. Trains on image-caption pairs."""
+
+    # Initial temperature of the logits (CLIP: 0.07), learnt unless `learn_temperature` is false.
+    temperature: Annotated[float, TEMPERATURE] = 0.07
+    learn_temperature: bool = True
+    text_width: Annotated[int, at_least(8, "a width of at least 8"), at_most(4096, "a width")] = 128
+    text_layers: Annotated[int, at_least(1, "at least one layer"), at_most(48, "a number of layers")] = 2
+    text_heads: Annotated[int, at_least(1, "at least one head"), at_most(64, "a number of heads")] = 4
+    # Tokens per caption (longer captions are cut; CLIP: 77).
+    context_length: Annotated[int, at_least(4, "at least 4 tokens"), at_most(512, "a number of tokens")] = 32
+    # Caption masking, the follow-up's best mitigation: each word token of a caption is dropped with this
+    # probability at every training step (0: off).
+    caption_mask: Annotated[float, within("[0, 1)", "a probability")] = 0.0
+
+    def check(self, key: str) -> None:
+        if self.text_width % self.text_heads:
+            raise ConfigError(f"config key '{key}.text_width' = {self.text_width} is not divisible by "
+                              f"{key}.text_heads = {self.text_heads}: each head takes an equal share")
+
+
 # The methods; each has a section of `train` named after it, and only the selected one is part of a recipe.
 METHOD_NAMES = tuple(METHOD_CONFIGS)
 MethodName = Literal[METHOD_NAMES]  # type: ignore[valid-type]  # built from the registry

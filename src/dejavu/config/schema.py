@@ -23,11 +23,15 @@ def Count(high: int, what: str) -> Any:  # noqa: N802 (a type alias with a param
     return Annotated[int, POSITIVE, at_most(high, what)]
 
 
+# The datasets dejavu generates itself (no files, nothing to download).
+BUILT_IN = ("scenes", "captioned_scenes")
+
+
 @dataclass
 class DataConfig:
     """The labelled image set: the built-in procedural `scenes`, or files (imagenet, voc, coco, manifest)."""
 
-    dataset: Literal["scenes", "imagenet", "voc", "coco", "manifest"] = "scenes"
+    dataset: Literal["scenes", "captioned_scenes", "imagenet", "voc", "coco", "manifest"] = "scenes"
     # Files: `root` is the image folder (imagenet: the train folder of <wnid>/ subfolders; voc: the folder
     # holding JPEGImages/ and Annotations/; coco: the folder of the images; manifest: the CSV/JSONL file,
     # or the base folder of its paths). `annotations`: imagenet's Annotation/ folder (default
@@ -35,6 +39,8 @@ class DataConfig:
     # manifest when `root` is its base folder.
     root: str = ""
     annotations: str = ""
+    # coco only: a captions JSON (captions_train2017.json) for the vision-language test (train.method=clip).
+    captions: str = ""
     # Keep only these classes (wnids / category names); empty: all.
     classes: list[str] = field(default_factory=list)
     # VOC/COCO images hold several objects: the image's label is the largest object's class or the first's.
@@ -61,6 +67,10 @@ class DataConfig:
     # Per-image gratings and motif in the background: what makes a single image memorizable.
     background_detail: bool = True
     object_scale: list[float] = field(default_factory=lambda: [0.35, 0.6])
+    # Built-in captioned_scenes only (the vision-language test): [fewest, most] objects an image holds, and
+    # how many of them its caption names (fewer than the fewest, so some object is always left unnamed).
+    objects_per_image: list[int] = field(default_factory=lambda: [2, 4])
+    caption_objects: Annotated[int, POSITIVE, at_most(8, "a number of objects")] = 1
     # Scenes: the generated side. Files: the side of the cache (each image squashed to it; crops are
     # cut from the original file at full resolution instead).
     image_size: Annotated[Positive, at_least(16, "at least 16 pixels"), at_most(4096, "a side in pixels")] = 64
@@ -352,6 +362,21 @@ class MetricsConfig:
 
 
 @dataclass
+class VlmConfig:
+    """The vision-language test (train.method = clip, Jayaraman et al. 2024): each training caption, embedded by
+    the model's text encoder, retrieves its k nearest public images (image encoder); the union of their objects
+    is the prediction of what the training image holds."""
+
+    k: Count(10_000, "a number of neighbours") = 10
+    # The reference: "model", the CLIP trained on the other set; "text", the follow-up's one-model variant: each
+    # caption retrieves the public images whose own captions are nearest by TF-IDF (no image seen, nothing
+    # trained), and the verdict tests the gaps beyond the control's.
+    reference: Literal["model", "text"] = "model"
+    # Records shown in the report (caption, image, each model's retrieved images), most confident first.
+    gallery: Annotated[int, NON_NEGATIVE, at_most(1000, "a number of records")] = 8
+
+
+@dataclass
 class ReportConfig:
     gallery: Annotated[int, NON_NEGATIVE, at_most(1000, "a number of examples")] = 16
     neighbours: Annotated[int, NON_NEGATIVE, at_most(100, "a number of neighbours")] = 8
@@ -373,6 +398,7 @@ class Config:
     reconstruct: ReconstructConfig = field(default_factory=ReconstructConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    vlm: VlmConfig = field(default_factory=VlmConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
 
     def to_dict(self) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from dejavu.config.checks import check_fields
-from dejavu.config.schema import Config, choices, keeps_epoch
+from dejavu.config.schema import BUILT_IN, Config, choices, keeps_epoch
 from dejavu.config.specs import check_layer, parse_projector_spec, resolve_patch_size
 from dejavu.errors import ConfigError
 
@@ -25,13 +25,13 @@ def validate(config: Config) -> None:
     every section, those of the methods not selected too; what involves several keys is below.
     """
     check_fields(config)
-    for check in (_check_dataset, _check_split, _check_network, _check_attack_epoch, _check_model, _check_reconstruct):
+    for check in (_check_dataset, _check_split, _check_captions, _check_network, _check_attack_epoch, _check_model, _check_reconstruct):
         check(config)
 
 
 def _check_dataset(config: Config) -> None:
     d = config.data
-    if d.dataset == "scenes":
+    if d.dataset in BUILT_IN:
         _check_scenes(config)
     elif not d.root:
         raise ConfigError(
@@ -49,6 +49,14 @@ def _check_scenes(config: Config) -> None:
         raise ConfigError(f"config key 'data.scene_correlation': expected a probability in [0, 1], found {d.scene_correlation}")
     if len(d.object_scale) != 2 or not 0.0 < d.object_scale[0] <= d.object_scale[1] < 1.0:
         raise ConfigError(f"config key 'data.object_scale': expected [low, high] with 0 < low <= high < 1, found {d.object_scale}")
+    low, high = (list(d.objects_per_image) + [0, 0])[:2]
+    if d.dataset == "captioned_scenes" and not (
+            len(d.objects_per_image) == 2 and d.caption_objects < low <= high <= min(9, d.n_classes)):
+        raise ConfigError(
+            f"config keys 'data.objects_per_image' = {d.objects_per_image} and 'data.caption_objects' = "
+            f"{d.caption_objects}: expected [fewest, most] with data.caption_objects < fewest <= most <= 9 (a 3 x 3 "
+            f"grid) and most <= data.n_classes ({d.n_classes}), so every caption leaves an object unnamed"
+        )
     if c.min_side_px > d.image_size:
         raise ConfigError(
             f"config key 'crop.min_side_px' = {c.min_side_px} is larger than the image "
@@ -81,7 +89,7 @@ def _check_scenes(config: Config) -> None:
 
 def _check_split(config: Config) -> None:
     d, s = config.data, config.split
-    if d.dataset == "scenes" and s.canaries > s.a_per_class * d.n_classes:  # file datasets: checked at split time
+    if d.dataset in BUILT_IN and s.canaries > s.a_per_class * d.n_classes:  # file datasets: checked at split time
         raise ConfigError(
             f"config key 'split.canaries' = {s.canaries} is larger than A ({s.a_per_class} per class x "
             f"{d.n_classes} classes = {s.a_per_class * d.n_classes} images)"
@@ -98,6 +106,30 @@ def _check_split(config: Config) -> None:
         )
     if s.a_per_class * d.n_classes < 2:
         raise ConfigError("config key 'split.a_per_class': each model needs at least 2 training images")
+
+
+def _check_captions(config: Config) -> None:
+    """CLIP trains on image-caption pairs: the data must have captions, and X at least vlm.k images."""
+    d, s = config.data, config.split
+    if d.captions and d.dataset != "coco":
+        raise ConfigError(f"config key 'data.captions' names a COCO captions JSON, but data.dataset = {d.dataset}: "
+                          "it is read with data.dataset=coco only")
+    if config.train.method != "clip":
+        return
+    if d.dataset != "captioned_scenes" and not (d.dataset == "coco" and d.captions):
+        raise ConfigError(
+            f"config key 'train.method' = clip trains on image-caption pairs, but data.dataset = {d.dataset} has no "
+            "captions: use data.dataset=captioned_scenes (built in), or coco with data.captions=<captions JSON>"
+        )
+    if config.model.audited:
+        raise ConfigError("config key 'train.method' = clip: the vision-language test trains its two models; "
+                          "model.target / model.reference (audits) are for the image test")
+    if config.attack.epoch not in (0, config.train.epochs):
+        raise ConfigError(f"config key 'attack.epoch' = {config.attack.epoch}: the vision-language test (train.method = "
+                          "clip) audits the final weights; leave it 0")
+    if d.dataset == "captioned_scenes" and config.vlm.k > s.x_per_class * d.n_classes:
+        raise ConfigError(f"config key 'vlm.k' = {config.vlm.k} is larger than the public set X "
+                          f"({s.x_per_class} per class x {d.n_classes} classes)")
 
 
 def _check_network(config: Config) -> None:

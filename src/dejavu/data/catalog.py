@@ -26,6 +26,7 @@ from dejavu.data.imagenet import read_imagenet, read_voc
 from dejavu.data.leakage import perceptual_hash
 from dejavu.data.manifest import read_manifest
 from dejavu.data.records import ImageTable, pad_boxes
+from dejavu.data.captioned import CaptionedScenes
 from dejavu.data.scenes import ScenesDataset
 from dejavu.data.sources import workers_of
 from dejavu.errors import DataError, RunFolderError
@@ -56,7 +57,8 @@ def read_entries(data: DataConfig) -> list[Entry]:
         if annotations is None:
             raise DataError("config key 'data.annotations' is empty; dataset 'coco' needs the instances JSON file")
         require_folder(root, f"coco root '{root}'", "the folder of the images the JSON's file_name values name")
-        entries = read_coco(root, annotations, data.label_policy, classes, allow_outside_root=outside)
+        captions = Path(data.captions).expanduser() if data.captions else None
+        entries = read_coco(root, annotations, data.label_policy, classes, allow_outside_root=outside, captions=captions)
     elif data.dataset == "manifest":
         # data.root may be the manifest itself (paths relative to its folder) or the base folder of
         # the paths, with the manifest in data.annotations.
@@ -75,11 +77,13 @@ def read_entries(data: DataConfig) -> list[Entry]:
 
 def build_scenes(data: DataConfig, seed: int, out_dir: Path) -> ImageTable:
     """Generate the built-in dataset, hash it, and write it as a catalog + pixel cache."""
-    dataset = ScenesDataset(
-        n_classes=data.n_classes, images_per_class=data.images_per_class, image_size=data.image_size,
-        seed=seed, scene_correlation=data.scene_correlation, background_detail=data.background_detail,
-        object_scale=tuple(data.object_scale),
-    )
+    common = dict(n_classes=data.n_classes, images_per_class=data.images_per_class, image_size=data.image_size,
+                  seed=seed, scene_correlation=data.scene_correlation, background_detail=data.background_detail,
+                  object_scale=tuple(data.object_scale))
+    if data.dataset == "captioned_scenes":
+        dataset = CaptionedScenes(**common, objects=tuple(data.objects_per_image), caption_objects=data.caption_objects)
+    else:
+        dataset = ScenesDataset(**common)
     table = dataset.table(progress=True)
     table.content_hashes = np.array([hashlib.sha256(image.tobytes()).hexdigest() for image in table.images])
     table.perceptual_hashes = np.array([perceptual_hash(image) for image in table.images], dtype=np.uint64)
@@ -238,6 +242,10 @@ def _decoded_table(
         ids=np.array([e.id for e in entries]), class_names=np.array(class_names), sizes=sizes, paths=paths,
         content_hashes=shas.astype(str), perceptual_hashes=phashes,
     )
+    if any(e.caption for e in entries):
+        # Objects of classes that label no image are dropped: the objects index the class names.
+        table.objects = np.array([[name in e.objects for name in class_names] for e in entries], dtype=bool)
+        table.captions = np.array([e.caption for e in entries])
     return table, report
 
 

@@ -21,6 +21,7 @@ from dejavu.data.entries import (
     Entry, InsideRoot, check_entries, check_label_policy, has_control_character, json_kind, not_a_file,
     pick_object, shown,
 )
+from dejavu.data.coco_captions import read_coco_captions
 from dejavu.errors import DataError
 
 _TOP_LEVEL_KEYS = ("images", "annotations", "categories")
@@ -168,7 +169,8 @@ def _objects(
 
 
 def read_coco(root: Path, annotations: Path, label_policy: str = "largest",
-              classes: list[str] | None = None, allow_outside_root: bool = False) -> list[Entry]:
+              classes: list[str] | None = None, allow_outside_root: bool = False,
+              captions: Path | None = None) -> list[Entry]:
     """List a COCO instances JSON as entries, sorted by id.
 
     Image files: ``<root>/<file_name>``; id = file_name stem; boxes: every annotation of the image
@@ -178,7 +180,9 @@ def read_coco(root: Path, annotations: Path, label_policy: str = "largest",
     annotations takes its label from those. Images without annotations have no label: they are
     skipped with one warning giving the count. ``classes`` keeps images whose label is in it. A
     file_name that resolves outside ``root`` (absolute, ``../``, a symlink leading out) is refused
-    unless ``allow_outside_root``.
+    unless ``allow_outside_root``. With ``captions`` (a COCO captions JSON) each entry carries its first
+    caption and the categories of all its annotations as its objects; images without a caption are skipped
+    with one warning (they cannot be training pairs).
 
     Raises :class:`DataError` naming the JSON for: unreadable, empty or invalid JSON, a missing top-level
     key, a field of the wrong type, a repeated image or category id, an annotation whose image_id is not
@@ -201,10 +205,11 @@ def read_coco(root: Path, annotations: Path, label_policy: str = "largest",
     category_names = _categories(annotations, data, classes)
     file_names = _file_names(annotations, data)
     objects = _objects(annotations, data, file_names, category_names)
+    texts = read_coco_captions(Path(os.path.abspath(captions)), set(file_names)) if captions is not None else None
 
     wanted = None if classes is None else set(classes)
     inside = InsideRoot(root, allow_outside_root)
-    entries = []
+    entries, uncaptioned = [], 0
     for image_id, file_name in file_names.items():
         found = objects.get(image_id)
         if not found:
@@ -217,6 +222,9 @@ def read_coco(root: Path, annotations: Path, label_policy: str = "largest",
         label = found[chosen][1]
         if wanted is not None and label not in wanted:
             continue
+        if texts is not None and image_id not in texts:
+            uncaptioned += 1
+            continue
         path = root / file_name
         where = f"{annotations}: image id {image_id!r}"
         inside(path, where, file_name)
@@ -224,8 +232,11 @@ def read_coco(root: Path, annotations: Path, label_policy: str = "largest",
         if problem:
             raise DataError(f"{where} has file_name {file_name!r}, but {path} is not a file ({problem}); expected an "
                             "image file")
-        entries.append(Entry(Path(file_name).stem, path, label, boxes, f"{annotations} (image id {image_id!r})"))
+        extra = {} if texts is None else {"objects": tuple(sorted({name for _, name, _ in found})), "caption": texts[image_id]}
+        entries.append(Entry(Path(file_name).stem, path, label, boxes, f"{annotations} (image id {image_id!r})", **extra))
     unlabelled = len(file_names) - len(objects)
     if unlabelled:
         warnings.warn(f"{what}: skipped {unlabelled} images without annotations (no label)", stacklevel=2)
+    if uncaptioned:
+        warnings.warn(f"{what}: skipped {uncaptioned} images without a caption in '{captions}'", stacklevel=2)
     return check_entries(entries, what)

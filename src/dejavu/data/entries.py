@@ -39,6 +39,8 @@ class Entry:
     id: unique within the dataset; path: absolute path of the image file; label: class name;
     boxes: float64 (m, 4) foreground boxes, 0-based half-open pixel xyxy (m may be 0: unboxed);
     annotation: where label and boxes came from, for messages ("a.xml", "manifest.csv:17"), or "".
+    objects: every object class the image holds (captioned data, the vision-language test), else empty;
+    caption: the image's caption, or "".
 
     Example:
         >>> entry = Entry("cat_1", Path("/data/cat/cat_1.jpg"), "cat", np.array([[2.0, 3.0, 40.0, 30.0]]), "cat_1.xml")
@@ -51,6 +53,8 @@ class Entry:
     label: str
     boxes: np.ndarray
     annotation: str
+    objects: tuple[str, ...] = ()
+    caption: str = ""
 
 
 def no_boxes() -> np.ndarray:

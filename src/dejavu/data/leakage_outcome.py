@@ -22,6 +22,8 @@ NEAR_DUPLICATES_DO_NOT_BLOCK = {
         "place and size); their pixels differ (else they would be exact duplicates, which do refuse the split)"
     ),
 }
+NEAR_DUPLICATES_DO_NOT_BLOCK["captioned_scenes"] = NEAR_DUPLICATES_DO_NOT_BLOCK["scenes"].replace(
+    "data.dataset = scenes", "data.dataset = captioned_scenes")
 # What a failing check that refuses the split needs in order to go ahead anyway.
 ALLOWED_REASON = (
     "split.allow_leakage = true: the gap may be biased, since a model may have trained on an image the audit "
@@ -80,7 +82,7 @@ def leakage_outcome(leakage: Mapping[str, Any], disjoint: Mapping[str, int] | No
         total = sum(shared.values())
         checks.append(_check("ids", f"ids: {total} images are in two sets ({_by_set_pair(shared)})" if total
                              else "ids: no image is in two sets", not total))
-    hashed = "the pixels" if dataset == "scenes" else "the file"
+    hashed = "the pixels" if dataset in NEAR_DUPLICATES_DO_NOT_BLOCK else "the file"
     checks.append(_check("exact", f"exact duplicates across sets (SHA-256 of {hashed}): "
                          f"{_pairs(int(exact.get('pairs', 0)), exact.get('by_groups', {}))}", not exact.get("pairs")))
     if near.get("enabled", True):

@@ -30,6 +30,8 @@ class ImageTable:
     padded with NaN rows; ids: unicode (N,); class_names: unicode (C,); sizes: int64 (N, 2) full
     (width, height); paths: unicode (N,) image files ("" for generated images); content_hashes:
     unicode (N,) SHA-256 of the file (of the pixels for generated images); perceptual_hashes: uint64 (N,).
+    Captioned data (the vision-language test) adds objects: bool (N, C), every object class an image holds,
+    and captions: unicode (N,); None elsewhere.
     """
 
     images: np.ndarray | None
@@ -41,6 +43,8 @@ class ImageTable:
     paths: np.ndarray = field(default=None)  # type: ignore[assignment]
     content_hashes: np.ndarray = field(default=None)  # type: ignore[assignment]
     perceptual_hashes: np.ndarray = field(default=None)  # type: ignore[assignment]
+    objects: np.ndarray | None = None
+    captions: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.ids)
@@ -75,6 +79,7 @@ class ImageTable:
             "labels": self.labels, "boxes": self.boxes, "ids": self.ids, "class_names": self.class_names,
             "sizes": self.sizes, "paths": self.paths, "content_hashes": self.content_hashes,
             "perceptual_hashes": self.perceptual_hashes,
+            **({"objects": self.objects, "captions": self.captions} if self.captions is not None else {}),
         }
 
     @classmethod

@@ -96,19 +96,10 @@ class ScenesDataset:
     def __getitem__(self, index: int) -> Record:
         return self.render(index)[0]
 
-    def render(self, index: int) -> tuple[Record, np.ndarray, int]:
-        """The record, its boolean (H, W) object mask and its scene type (for tests and audits)."""
-        if not 0 <= index < len(self):
-            raise IndexError(index)
-        label = index // self.images_per_class
-        rng = np.random.default_rng([self.seed, index])
+    def background(self, rng: np.random.Generator, scene: int) -> np.ndarray:
+        """Float (H, W, 3) background of ``scene`` type, with this image's detail and noise drawn from ``rng``."""
         n = self.size
         yy, xx = self._yy, self._xx
-
-        if rng.random() < self.scene_correlation:
-            scene = label
-        else:
-            scene = int(rng.integers(self.n_classes))
         horizon = (self.scene_horizon[scene] + rng.uniform(-0.08, 0.08)) * n
         blend = 1.0 / (1.0 + np.exp(-(yy - horizon) / 2.5))
         top = self.scene_top[scene] + rng.normal(0, 0.03, 3)
@@ -133,21 +124,43 @@ class ScenesDataset:
             tile = motif[np.minimum(cell_y, 4)[:, None], np.minimum(cell_x, 4)[None, :]]
             image = np.where(inside[..., None], 0.45 * image + 0.55 * tile, image)
 
-        image = image + rng.normal(0, 0.02, image.shape)
+        return image + rng.normal(0, 0.02, image.shape)
 
-        low, high = self.object_scale
+    def draw_object(
+        self, image: np.ndarray, rng: np.random.Generator, label: int, scale: tuple[float, float],
+        centre: tuple[float, float] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``image`` with class ``label``'s object painted at a random size within ``scale`` (of the side) and a
+        random place (or ``centre``), and the object's boolean mask."""
+        n = self.size
+        low, high = scale
         side = rng.uniform(low, high) * n
         radius = side / 2
-        cx = rng.uniform(radius, n - radius)
-        cy = rng.uniform(radius, n - radius)
-        u = (xx - cx) / radius
-        v = (yy - cy) / radius
+        if centre is None:
+            cx = rng.uniform(radius, n - radius)
+            cy = rng.uniform(radius, n - radius)
+        else:
+            cx, cy = centre
+        u = (self._xx - cx) / radius
+        v = (self._yy - cy) / radius
         mask = _shape_mask(self.class_shape[label], u, v)
         angle = self.class_stripe_angle[label]
         stripes = 0.8 + 0.2 * np.sign(np.sin((u * np.cos(angle) + v * np.sin(angle)) * 3.5 * np.pi))
         colour = self.class_colour[label] * stripes[..., None]
-        image = np.where(mask[..., None], colour, image)
+        return np.where(mask[..., None], colour, image), mask
 
+    def render(self, index: int) -> tuple[Record, np.ndarray, int]:
+        """The record, its boolean (H, W) object mask and its scene type (for tests and audits)."""
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        label = index // self.images_per_class
+        rng = np.random.default_rng([self.seed, index])
+        if rng.random() < self.scene_correlation:
+            scene = label
+        else:
+            scene = int(rng.integers(self.n_classes))
+        image = self.background(rng, scene)
+        image, mask = self.draw_object(image, rng, label, self.object_scale)
         rows = np.flatnonzero(mask.any(axis=1))
         cols = np.flatnonzero(mask.any(axis=0))
         # Tight pixel box of the drawn mask: every object pixel lies inside it by construction.

@@ -59,7 +59,7 @@ def split_checks(sets: dict[str, np.ndarray], ids: np.ndarray, labels: np.ndarra
 def resolve_scheme(scheme: str, dataset: str) -> str:
     """``split.scheme`` "auto": the paper's partition for file datasets, "balanced" for the built-in scenes."""
     if scheme == "auto":
-        return "balanced" if dataset == "scenes" else "paper"
+        return "balanced" if dataset in ("scenes", "captioned_scenes") else "paper"
     return scheme
 
 

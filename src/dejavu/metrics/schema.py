@@ -14,8 +14,7 @@ Field metadata (:func:`metric`): ``pooled`` marks the per-direction numbers :fun
 averages (:data:`POOLED_MEANS`); ``sweep`` / ``spread`` its place in sweep.csv / summary.csv.
 
 ``SUMMARY_ROWS``, the report's numbers tables: one row per metric of a summary (pooled attack, a direction, the
-control), in display order; every key a field of :class:`DirectionSummary` and :class:`PooledSummary` (checked).
-"""
+control), in display order; every key a field of :class:`DirectionSummary` and :class:`PooledSummary` (checked)."""
 
 from __future__ import annotations
 
@@ -28,11 +27,11 @@ from typing import Any, Literal, TypeVar, Union
 
 from dejavu.errors import RunFolderError
 from dejavu.metrics.reconstruction_schema import Reconstruction
+from dejavu.metrics.vlm_schema import Vlm
 from dejavu.runs import read_json
 
 SCHEMA_VERSION = 2
-EVALUATION_SCHEMA_VERSION = 2
-# Below this many crops per half of T, "no gap on the control" would be no evidence at all.
+EVALUATION_SCHEMA_VERSION = 2  # Below this many crops per half of T, "no gap on the control" would be no evidence at all.
 MIN_CONTROL_HALF = 10
 
 Format = Literal["integer", "pct", "points", "interval", "p_value"]
@@ -284,6 +283,7 @@ class _Tail:
     canaries: Canaries | None = metric(optional=True, default=None)
     one_model: OneModel | None = metric(optional=True, default=None)
     reconstruction: Reconstruction | None = metric(optional=True, default=None)  # the reconstruct stage's test
+    vlm: Vlm | None = metric(optional=True, default=None)  # the vlm stage's (CLIP runs)
     # Written by the metrics stage (None while summarise's caller adds them itself; never None in a file).
     split_sizes: dict[str, int] | None = metric(omit_none=True, default=None)
     crops_skipped: dict[str, int] | None = metric(omit_none=True, default=None)

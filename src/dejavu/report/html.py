@@ -18,6 +18,7 @@ from dejavu.report.figures import FIGURES, save_png
 from dejavu.report.gallery import crops_data, gallery_data, read_samples
 from dejavu.report.one_model import one_model_data
 from dejavu.report.reconstruction import reconstruction_data
+from dejavu.report.vlm import vlm_data
 from dejavu.report.sections import (
     canaries_data, control_data, epoch_note, footer_data, membership_data, numbers_data,
     per_class_data, sanity_data, split_data, training_data,
@@ -62,6 +63,7 @@ def page_data(run: Run, metrics: Mapping[str, Any], figures: Mapping[str, bytes]
     }
     return {
         "summary": summary,
+        "vlm": vlm_data(run, metrics, table),
         "numbers": numbers_data(metrics, level, len(table.class_names)),
         "one_model": one_model_data(metrics),
         "control": control_data(metrics, level, len(table.class_names)),

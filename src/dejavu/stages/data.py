@@ -14,6 +14,7 @@ from dejavu.data.leakage import duplicate_keep_mask, exact_duplicate_pairs, leak
 from dejavu.data.leakage_outcome import leakage_outcome, near_duplicates_block
 from dejavu.data.records import ImageTable, index_of_ids
 from dejavu.data.splits import paper_partition, resolve_scheme, split_checks, split_ids
+from dejavu.config import BUILT_IN
 from dejavu.errors import DataError
 from dejavu.metrics.sanity import class_checks
 from dejavu.runs import Run, write_json
@@ -25,7 +26,7 @@ def stage_data(run: Run) -> Path:
     d = run.config.data
     # An export of the split of other data is stale, and would count among this stage's files (data/).
     discard_export(run.data_dir)
-    if d.dataset == "scenes":
+    if d.dataset in BUILT_IN:
         build_scenes(d, run.seeds["data"], run.data_dir)
     else:
         try:

@@ -93,6 +93,13 @@ def effective_tree(config: Config) -> dict[str, Any]:
             tree["train"].pop(method)
     if tree["attack"]["epoch"] == tree["train"]["epochs"]:
         tree["attack"]["epoch"] = 0
+    # The captioned data's keys act on that dataset (and data.captions once set) only: other runs keep the
+    # fingerprints they had before the vision-language test existed.
+    if tree["data"]["dataset"] != "captioned_scenes":
+        for key in ("objects_per_image", "caption_objects"):
+            tree["data"].pop(key)
+    if not tree["data"]["captions"]:
+        tree["data"].pop("captions")
     # Sections that do not act are None, and keys that are None are in no fingerprint: a run that trains
     # its models keeps the fingerprints it had before audits existed.
     if not (tree["model"]["target"] or tree["model"]["reference"]):  # (not ModelConfig.audited: no read)

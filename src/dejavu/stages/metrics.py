@@ -8,7 +8,8 @@ import numpy as np
 
 from dejavu.artifacts import (
     CLASSIFIER, CROP_SETS, load_classifier_summary, load_crops, load_neighbours, load_probabilities, load_sanity,
-    load_reconstruction_summary, load_reconstructions, load_table, models_of, query_sets_of, read_split, write_csv,
+    load_reconstruction_summary, load_reconstructions, load_table, load_vlm_summary, models_of, query_sets_of, read_split,
+    write_csv,
 )
 from dejavu.metrics.sanity import no_verdict
 from dejavu.metrics.tables import attack_tables, one_model_tables, summarise
@@ -50,6 +51,8 @@ def stage_metrics(run: Run) -> Path:
         metrics["verdict"] = no_verdict(sanity["failures"])
     if run.config.reconstruct.enabled:
         metrics["reconstruction"] = reconstruction_numbers(run, tables)
+    if run.config.train.method == "clip":
+        metrics["vlm"] = load_vlm_summary(run)
     for name, columns in (("samples.csv", tables["attack"]), ("control_samples.csv", tables["control"])):
         write_csv(run.root / name, list(columns), list(zip(*columns.values())))
     path = run.root / "metrics.json"
@@ -72,7 +75,8 @@ def reconstruction_numbers(run: Run, tables: dict) -> dict:
 
 
 METRICS = Stage(
-    "metrics", stage_metrics, reads=("data", "split", "crops", "correlation", "neighbours", "reconstruct", "sanity"), keys=("metrics", "reconstruct.enabled"),
+    "metrics", stage_metrics, reads=("data", "split", "crops", "correlation", "neighbours", "reconstruct", "vlm", "sanity"),
+    keys=("metrics", "reconstruct.enabled", "train.method"),
     seeds=("control_split", "bootstrap"),
     also_reads={"attack.k": "checked against the neighbours' files (an edited file with fewer columns would vote "
                             "on fewer neighbours); the neighbours stage's token already carries its value",

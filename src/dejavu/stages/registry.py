@@ -19,6 +19,7 @@ from dejavu.stages.metrics import METRICS
 from dejavu.stages.reconstruct import RECONSTRUCT
 from dejavu.stages.sanity import SANITY
 from dejavu.stages.train import TRAIN
+from dejavu.stages.vlm import VLM
 
 
 def stage_report(run: Run) -> Path:
@@ -29,14 +30,14 @@ def stage_report(run: Run) -> Path:
 REPORT = Stage(
     "report", stage_report,
     reads=("data", "split", "crops", "train_A", "train_B", "correlation", "evaluate", "sanity", "neighbours", "reconstruct",
-           "metrics"),
+           "vlm", "metrics"),
     keys=("*",), outputs=("report.html", "figures"), adoptable=False,
     description="the self-contained HTML report: verdict, accuracy curves, partition, statistics, control, gallery",
 )
 
 STAGES: tuple[Stage, ...] = (
-    DATA, SPLIT, CROPS, TRAIN["A"], TRAIN["B"], CORRELATION, EMBED, EVALUATE, SANITY, NEIGHBOURS, RECONSTRUCT, METRICS,
-    REPORT,
+    DATA, SPLIT, CROPS, TRAIN["A"], TRAIN["B"], CORRELATION, EMBED, EVALUATE, SANITY, NEIGHBOURS, RECONSTRUCT, VLM,
+    METRICS, REPORT,
 )
 STAGE_BY_NAME = {stage.name: stage for stage in STAGES}
 # CLI subcommand -> the stages it re-runs (train: both models).

@@ -8,9 +8,11 @@ from pathlib import Path
 from dejavu.artifacts import load_table, read_split, training_rows
 from dejavu.data.sources import image_source
 from dejavu.models.outside import checkpoint_digest, load_outside
+from dejavu.models.text import tokenize
 from dejavu.runs import Run, write_json
 from dejavu.stages.declaration import Stage, fingerprint
 from dejavu.train.loop import train_encoder
+from dejavu.train.methods import METHODS
 
 ROLES = {"A": "target", "B": "reference"}
 
@@ -25,10 +27,13 @@ def stage_train(run: Run, model: str) -> Path:
     sets, canaries, repeats = split.sets, split.canaries, split.canary_repeats
     rows = training_rows(table, sets, model, canaries, repeats)
     c = run.config
+    labels = table.labels[rows]
+    if METHODS[c.train.method].needs_captions:
+        labels = tokenize(table.captions[rows], c.train.clip.context_length)
     return train_encoder(
         image_source(table, rows, c.data.image_size, c.data.workers), c.train, c.data.input_size, run.seeds["train"],
         run.model_dir(model), data_fingerprint=fingerprint(TRAIN[model], run),
-        description=f"train {model} ({ROLES[model]})", labels=table.labels[rows], n_classes=len(table.class_names),
+        description=f"train {model} ({ROLES[model]})", labels=labels, n_classes=len(table.class_names),
     )
 
 

@@ -142,7 +142,8 @@ def setup_training(
     local = dist.local_batch(batch)
     steps_per_epoch = len(source) // batch  # drop the ragged last batch: batch statistics need full batches
     if METHODS[config.method].needs_labels and labels is None:
-        raise ConfigError(f"config key 'train.method' = {config.method} trains on labels, but none were given")
+        what = "image-caption pairs" if METHODS[config.method].needs_captions else "labels"
+        raise ConfigError(f"config key 'train.method' = {config.method} trains on {what}, but none were given")
     label_tensor = torch.as_tensor(labels, dtype=torch.long) if labels is not None else None
 
     torch.manual_seed(seed)
@@ -262,6 +263,8 @@ def save_final(state: TrainState, config: TrainConfig, out_dir: Path, elapsed: f
     final_path = out_dir / "model.safetensors"
     if dist.is_main():
         save_weights(final_path, state.method.encoder, {**state.meta, "epoch": config.epochs})
+        for name, module in state.method.companions().items():
+            save_weights(out_dir / f"{name}.safetensors", module, {**state.meta, "epoch": config.epochs})
         write_json(out_dir / "history.json", {
             "method": config.method, "loss": state.history, "epochs": config.epochs, "images": len(state.source),
             "processes": dist.world_size(), "device": str(state.device),

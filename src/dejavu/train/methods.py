@@ -23,12 +23,14 @@ from torch import nn
 from dejavu.config import TrainConfig
 from dejavu.losses.barlow import barlow_twins_loss
 from dejavu.losses.byol import byol_loss
+from dejavu.losses.clip import clip_loss
 from dejavu.losses.dino import dino_loss, teacher_temperatures, update_center
 from dejavu.losses.simclr import nt_xent_loss
 from dejavu.losses.supervised import supervised_loss
 from dejavu.losses.vicreg import vicreg_loss
 from dejavu.models.encoder import Encoder, build_encoder
 from dejavu.models.heads import Prototypes, predictor
+from dejavu.models.text import build_text_encoder, mask_tokens
 from dejavu.distributed import gather
 from dejavu.train.ema import ema_update, momentum_schedule
 
@@ -47,6 +49,8 @@ class Method(nn.Module):
     """Base: an online encoder, two global views."""
 
     needs_labels = False
+    # Trains on image-caption pairs: the loop's "labels" are the captions' token ids (N, context length).
+    needs_captions = False
 
     def __init__(self, config: TrainConfig, input_size: int, epochs: int, steps_per_epoch: int, n_classes: int):
         super().__init__()
@@ -64,6 +68,10 @@ class Method(nn.Module):
 
     def after_step(self, step: int) -> None:
         """Work after the optimiser step (EMA teachers)."""
+
+    def companions(self) -> dict[str, nn.Module]:
+        """Trained parts saved beside the encoder as ``<name>.safetensors`` (CLIP's text encoder)."""
+        return {}
 
 
 class VICReg(Method):
@@ -172,9 +180,33 @@ class Supervised(Method):
             return supervised_loss(logits, labels, label_smoothing=self.config.supervised.label_smoothing)
 
 
+class CLIP(Method):
+    """Image encoder and text encoder trained to match each image with its own caption in the batch; one
+    view of the image (CLIP's light crop), its caption's tokens (masked when ``caption_mask`` is set)."""
+
+    needs_labels = True
+    needs_captions = True
+
+    def __init__(self, config, input_size, epochs, steps_per_epoch, n_classes):
+        super().__init__(config, input_size, epochs, steps_per_epoch, n_classes)
+        self.text = build_text_encoder(config.clip, self.online.out_features)
+        self.views = self.views[:1]
+
+    def companions(self) -> dict[str, nn.Module]:
+        return {"text": self.text}
+
+    def forward(self, views, tokens, step):
+        if self.training:
+            tokens = mask_tokens(tokens, self.config.clip.caption_mask)
+        image = gather(self.online(views[0]).float())
+        text = gather(self.text(tokens).float())
+        with full_precision(image):
+            return clip_loss(image, text, log_scale=self.text.logit_scale)
+
+
 METHODS: dict[str, type[Method]] = {
     "vicreg": VICReg, "simclr": SimCLR, "barlow_twins": BarlowTwins,
-    "byol": BYOL, "dino": DINO, "supervised": Supervised,
+    "byol": BYOL, "dino": DINO, "supervised": Supervised, "clip": CLIP,
 }
 
 
