@@ -344,3 +344,31 @@ def test_a_text_only_reference_tests_the_gap_beyond_the_control(clip_run, tmp_pa
                      if (r["set"] == "T") == (s == "T")] for s in ("train", "T")}
         assert summary["excess"][name] == pytest.approx(np.mean(signs["train"]) - np.mean(signs["T"]), abs=1e-6)
     assert "beyond the control's (text-only reference)" in summary["verdict"] or summary["verdict"].startswith("No verdict")
+
+
+def test_a_manifest_with_captions_and_objects_gives_image_caption_pairs(tmp_path):
+    from dejavu.data.catalog import ingest, read_entries
+    from tests.test_readers import _write_image
+
+    for name in ("a", "b", "c"):
+        _write_image(tmp_path / f"{name}.jpg", 40, 40)
+    (tmp_path / "m.csv").write_text('path,label,boxes,id,caption,objects\n'
+                                    'a.jpg,cat,,,"A cat, asleep.",dog;cat\n'
+                                    'b.jpg,dog,,,A dog.,\n'
+                                    'c.jpg,dog,,,,\n')
+    data = load_config(None, ["data.dataset=manifest", f"data.root={tmp_path / 'm.csv'}", "data.image_size=32",
+                              "data.workers=0"]).data
+    with pytest.warns(UserWarning, match="skipped 1 images without a caption"):
+        entries = read_entries(data)
+    assert [(e.id, e.caption, e.objects) for e in entries] == [("a", "A cat, asleep.", ("cat", "dog")),
+                                                               ("b", "A dog.", ("dog",))]
+    table = ingest(entries, data, tmp_path / "data", log=lambda _: None)
+    assert table.objects.tolist() == [[True, True], [False, True]]
+    (tmp_path / "m.jsonl").write_text(json.dumps({"path": "a.jpg", "label": "cat", "caption": "x", "objects": "dog"})
+                                      + "\n" + json.dumps({"path": "b.jpg", "label": "dog", "caption": "y",
+                                                           "objects": [3]}) + "\n")
+    from dejavu.data.manifest import read_manifest
+    from dejavu.errors import DataError
+
+    with pytest.raises(DataError, match=r"m.jsonl:2: objects \[3\]; expected class names"):
+        read_manifest(tmp_path / "m.jsonl")

@@ -116,10 +116,11 @@ def _check_captions(config: Config) -> None:
                           "it is read with data.dataset=coco only")
     if config.train.method != "clip":
         return
-    if d.dataset != "captioned_scenes" and not (d.dataset == "coco" and d.captions):
+    if d.dataset not in ("captioned_scenes", "manifest") and not (d.dataset == "coco" and d.captions):
         raise ConfigError(
             f"config key 'train.method' = clip trains on image-caption pairs, but data.dataset = {d.dataset} has no "
-            "captions: use data.dataset=captioned_scenes (built in), or coco with data.captions=<captions JSON>"
+            "captions: use data.dataset=captioned_scenes (built in), coco with data.captions=<captions JSON>, or a "
+            "manifest with a caption column"
         )
     if config.model.audited:
         raise ConfigError("config key 'train.method' = clip: the vision-language test trains its two models; "

@@ -9,6 +9,9 @@ file as stored (the convention of every entry, see ``entries.py``)::
     dogs/007.jpg,dog,
 
     {"path": "cats/001.jpg", "label": "cat", "boxes": [[12, 8, 40, 33]], "id": "cat-1"}
+
+For the vision-language test a manifest adds ``caption`` and, optionally, ``objects``: every object class the
+image holds (CSV: names separated by ``;``; JSONL: a list of names), its label among them by default.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import json
 import math
 import os
 import posixpath
+import warnings
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
@@ -31,7 +35,7 @@ from dejavu.data.entries import (
 from dejavu.errors import DataError
 
 REQUIRED_COLUMNS = ("path", "label")
-OPTIONAL_COLUMNS = ("boxes", "id")
+OPTIONAL_COLUMNS = ("boxes", "id", "caption", "objects")
 _UTF16_MARKS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 
 
@@ -188,12 +192,30 @@ def _entry(row: dict, where: str, root: Path, inside: InsideRoot) -> Entry:
     if identifier is None or not identifier.strip():
         identifier = _default_id(relative)
     boxes = _parse_boxes(row.get("boxes"), where)
+    caption, objects = _caption_and_objects(row, where, label.strip())
     image = root / relative
     inside(image, where, relative)
     problem = not_a_file(image)
     if problem:
         raise DataError(f"{where}: image {image} is {problem}; expected an image file (paths are relative to {root})")
-    return Entry(identifier.strip(), image, label.strip(), boxes, where)
+    return Entry(identifier.strip(), image, label.strip(), boxes, where, objects=objects, caption=caption)
+
+
+def _caption_and_objects(row: dict, where: str, label: str) -> tuple[str, tuple[str, ...]]:
+    """The row's caption ("" when none) and object classes (with its label; empty without a caption)."""
+    caption = row.get("caption")
+    if caption is not None and not isinstance(caption, str):
+        raise DataError(f"{where}: caption is {shown(caption)}; expected a text (or an empty cell for none)")
+    caption = " ".join((caption or "").split())
+    objects = row.get("objects")
+    if isinstance(objects, str):
+        objects = [name for name in objects.split(";")]
+    if objects is not None and not (isinstance(objects, list) and all(isinstance(name, str) for name in objects)):
+        raise DataError(f"{where}: objects {shown(objects)}; expected class names (CSV: a;b;c, JSONL: a list)")
+    names = {name.strip() for name in objects or [] if name.strip()}
+    if names and not caption:
+        raise DataError(f"{where}: objects {shown(row.get('objects'))} but no caption; expected a caption with them")
+    return caption, tuple(sorted(names | {label})) if caption else ()
 
 
 def read_manifest(path: Path, root: Path | None = None, allow_outside_root: bool = False) -> list[Entry]:
@@ -201,7 +223,9 @@ def read_manifest(path: Path, root: Path | None = None, allow_outside_root: bool
 
     Columns / keys: ``path`` (relative to ``root``, default the manifest's folder), ``label``,
     optional ``boxes`` (float64 (m, 4) 0-based half-open pixel xyxy; CSV: a JSON list in the cell,
-    an empty cell meaning no boxes) and optional ``id`` (default: the path without its suffix).
+    an empty cell meaning no boxes), optional ``id`` (default: the path without its suffix), and for the
+    vision-language test optional ``caption`` and ``objects`` (images without a caption are skipped with one
+    warning when others have one).
     The file is UTF-8, with or without a byte-order mark. A path that resolves outside ``root``
     (absolute, ``../``, a symlink leading out) is refused unless ``allow_outside_root``.
     Raises :class:`DataError` naming the file and line for a suffix other than .csv / .jsonl, an
@@ -227,4 +251,9 @@ def read_manifest(path: Path, root: Path | None = None, allow_outside_root: bool
     rows = _csv_rows(path, text) if suffix == ".csv" else _jsonl_rows(path, text)
     inside = InsideRoot(root, allow_outside_root)
     entries = [_entry(row, f"{path}:{line_number}", root, inside) for line_number, row in rows]
+    uncaptioned = [entry for entry in entries if not entry.caption]
+    if len(uncaptioned) < len(entries) and uncaptioned:
+        # Only image-caption pairs can be trained on or attacked in the vision-language test.
+        warnings.warn(f"{what}: skipped {len(uncaptioned)} images without a caption (others have one)", stacklevel=2)
+        entries = [entry for entry in entries if entry.caption]
     return check_entries(entries, what)

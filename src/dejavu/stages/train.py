@@ -7,6 +7,7 @@ from pathlib import Path
 
 from dejavu.artifacts import load_table, read_split, training_rows
 from dejavu.data.sources import image_source
+from dejavu.errors import DataError
 from dejavu.models.outside import checkpoint_digest, load_outside
 from dejavu.models.text import tokenize
 from dejavu.runs import Run, write_json
@@ -29,6 +30,9 @@ def stage_train(run: Run, model: str) -> Path:
     c = run.config
     labels = table.labels[rows]
     if METHODS[c.train.method].needs_captions:
+        if table.captions is None:
+            raise DataError(f"config key 'train.method' = {c.train.method} trains on image-caption pairs, but "
+                            f"'{run.data_dir / 'catalog.npz'}' holds no captions: give the manifest a 'caption' column")
         labels = tokenize(table.captions[rows], c.train.clip.context_length)
     return train_encoder(
         image_source(table, rows, c.data.image_size, c.data.workers), c.train, c.data.input_size, run.seeds["train"],
