@@ -217,7 +217,8 @@ def test_clip_smoke_run_writes_the_vlm_metrics_records_and_report(clip_run):
         assert float(row["target_precision"]) == pytest.approx((predicted & true).sum() / predicted.sum(), abs=1e-5)
         assert float(row["target_recall"]) == pytest.approx((predicted & true).sum() / true.sum(), abs=1e-5)
     assert (out / "models" / "A" / "text.safetensors").is_file()
-    assert "Vision-language test (CLIP)" in (out / "report.html").read_text(encoding="utf-8")
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert "Vision-language test (CLIP)" in html and "<strong>Image test (periphery crops):</strong>" in html
 
 
 @pytest.mark.slow

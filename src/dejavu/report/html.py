@@ -57,6 +57,8 @@ def page_data(run: Run, metrics: Mapping[str, Any], figures: Mapping[str, bytes]
     summary = {
         "run_name": run.root.name, "root": str(run.root), "verdict": metrics["verdict"],
         "detected": "Déjà vu memorization detected" in metrics["verdict"],
+        # A CLIP run's first verdict is the image test's; the vision-language test's follows in its section.
+        "clip": bool(metrics.get("vlm")),
         "alpha": metrics["alpha"], "k": run.config.attack.k,
         "layer": run.config.attack.layer, "epoch_note": epoch_note(run),
         "sanity": sanity_data(run, metrics),
