@@ -20,6 +20,8 @@ from pathlib import Path
 
 from scipy.stats import spearmanr
 
+from dejavu.metrics.vlm import detected
+
 KEYS = {"caption_mask": "train.clip.caption_mask", "epochs": "train.epochs", "temperature": "train.clip.temperature",
         "weight_decay": "train.weight_decay"}
 
@@ -43,8 +45,8 @@ def main(folder: str) -> None:
         for value in sorted({float(r[key]) for r in mine}):
             at = [r for r in mine if float(r[key]) == value]
             ppg, prg = [float(r["vlm_ppg"]) for r in at], [float(r["vlm_prg"]) for r in at]
-            significant = sum(float(r["vlm_ppg"]) > 0 and float(r["vlm_prg"]) > 0 and float(r["vlm_ppg_p"]) < float(r["alpha"])
-                              and float(r["vlm_prg_p"]) < float(r["alpha"]) for r in at)
+            significant = sum(detected(*(float(r[key]) for key in ("vlm_ppg", "vlm_ppg_p", "vlm_prg", "vlm_prg_p")),
+                                       float(r["alpha"])) for r in at)
             control = (f"{statistics.mean(float(r['vlm_control_ppg']) for r in at):+.3f} / "
                        f"{statistics.mean(float(r['vlm_control_prg']) for r in at):+.3f}")
             retrieval = [json.loads((Path(folder) / r["report"]).with_name("metrics.json").read_text())["vlm"]["retrieval"]

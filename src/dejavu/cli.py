@@ -378,7 +378,7 @@ def _print_summary(run: Run) -> int:
     if metrics.vlm:
         print(metrics.vlm.verdict)
     print(f"report: {(run.root / 'report.html').resolve()}")
-    if metrics.vlm:  # a CLIP run's verdict is the vision-language test's
+    if metrics.vlm:  # a CLIP run's exit code follows the vision-language test's verdict
         return NO_VERDICT_EXIT if metrics.vlm.verdict.startswith("No verdict") else 0
     return NO_VERDICT_EXIT if metrics.sanity is not None and not metrics.sanity.passed else 0
 

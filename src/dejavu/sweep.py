@@ -49,6 +49,7 @@ from dejavu.metrics.schema import (
     CONVENTIONAL_PARTS, SPREAD_METRICS, SWEEP_METRICS, MetricsFile, read_evaluation, read_metrics,
 )
 from dejavu.metrics.stats import as_float
+from dejavu.metrics.vlm import detected
 from dejavu.report.format import format_value
 from dejavu.report.sweep import write_sweep_report
 from dejavu.runs import Run, folder_lock, read_json, write_json
@@ -268,8 +269,8 @@ def point_row(point: Point, run_root: Path) -> dict[str, Any]:
     return row
 
 
-SUMMARY_METRICS = (*SPREAD_METRICS, "auc", "control_gap", "vlm_ppg", "vlm_prg", "vlm_recall_gap_auc",
-                   "vlm_control_ppg", "vlm_control_prg", *CONVENTIONAL)
+SUMMARY_METRICS = (*SPREAD_METRICS, "auc", "control_gap", *(c for c in VLM_COLUMNS if not c.endswith("_p")),
+                   *CONVENTIONAL)
 
 
 def _spread(values: Sequence[float]) -> dict[str, float]:
@@ -321,8 +322,7 @@ def summarise_points(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             [str(row.get("sanity", "unchecked")) for row in members])
         if "vlm_ppg" in first:  # seeds whose PPG and PRG are both positive and significant
             entry["vlm_significant_seeds"] = sum(
-                as_float(r["vlm_ppg"]) > 0 and as_float(r["vlm_prg"]) > 0 and as_float(r["vlm_ppg_p"]) < float(r["alpha"])
-                and as_float(r["vlm_prg_p"]) < float(r["alpha"]) for r in members)
+                detected(*(as_float(r[key]) for key in VLM_COLUMNS[:4]), float(r["alpha"])) for r in members)
         summary.append(entry)
     return summary
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from tqdm import tqdm
 
-from dejavu.data.records import ImageTable, Record, pad_boxes
+from dejavu.data.records import ImageTable, Record
 from dejavu.data.scenes import ScenesDataset
 
 SCENE_WORDS = ("beach", "forest", "desert", "snowfield", "city", "meadow", "lake", "canyon", "farm", "harbour")
@@ -96,10 +96,7 @@ class CaptionedScenes(ScenesDataset):
         if progress:
             indices = tqdm(indices, desc="generate captioned scenes", unit="img", mininterval=1.0, dynamic_ncols=True)
         rendered = [self.render_captioned(i) for i in indices]
-        records = [r for r, _, _ in rendered]
-        return ImageTable(
-            images=np.stack([r.image for r in records]), labels=np.array([r.label for r in records], dtype=np.int64),
-            boxes=pad_boxes([r.boxes for r in records]), ids=np.array([r.id for r in records]),
-            class_names=np.array(self.class_names), objects=np.stack([o for _, o, _ in rendered]),
-            captions=np.array([c for _, _, c in rendered]),
-        )
+        table = ImageTable.from_records([record for record, _, _ in rendered], self.class_names)
+        table.objects = np.stack([objects for _, objects, _ in rendered])
+        table.captions = np.array([caption for _, _, caption in rendered])
+        return table

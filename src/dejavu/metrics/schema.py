@@ -31,8 +31,8 @@ from dejavu.metrics.vlm_schema import Vlm
 from dejavu.runs import read_json
 
 SCHEMA_VERSION = 2
-EVALUATION_SCHEMA_VERSION = 2  # Below this many crops per half of T, "no gap on the control" would be no evidence at all.
-MIN_CONTROL_HALF = 10
+EVALUATION_SCHEMA_VERSION = 2
+MIN_CONTROL_HALF = 10  # below this many crops per half of T, "no gap on the control" would be no evidence at all
 
 Format = Literal["integer", "pct", "points", "interval", "p_value"]
 

@@ -116,6 +116,12 @@ def retrieval_recall(text: np.ndarray, images: np.ndarray, k: int) -> float:
     return float(np.mean(better < k)) if len(own) else float("nan")
 
 
+def detected(ppg: float, ppg_p: float, prg: float, prg_p: float, alpha: float) -> bool:
+    """Vision-language déjà vu: both gaps positive, both tests below ``alpha`` (the verdict, the sweep's seed
+    count and the findings table all judge by this)."""
+    return ppg > 0 and prg > 0 and ppg_p < alpha and prg_p < alpha
+
+
 def vlm_verdict(summary: dict, alpha: float) -> str:
     """The vision-language test's one-line verdict from :func:`gap_summary`'s pooled numbers and the retrieval
     check (``summary["retrieval"]``: per model its recall and ``chance``; ``failures``: why there is none). With
@@ -127,7 +133,7 @@ def vlm_verdict(summary: dict, alpha: float) -> str:
     ppg_p, prg_p = (excess["ppg_p"], excess["prg_p"]) if excess else (summary["ppg_p"], summary["prg_p"])
     what = "beyond the control's (text-only reference), " if excess else ""
     numbers = f"{what}PPG {ppg:+.3f} (p = {ppg_p:.2g}), PRG {prg:+.3f} (p = {prg_p:.2g}) over {summary['n']} training captions"
-    if ppg_p < alpha and prg_p < alpha and ppg > 0 and prg > 0:
+    if detected(ppg, ppg_p, prg, prg_p, alpha):
         return f"Déjà vu memorization detected (vision-language): {numbers}"
     return f"No significant vision-language déjà vu at alpha = {alpha:g}: {numbers}"
 

@@ -34,7 +34,6 @@ from dejavu.train.checkpoints import load_weights
 from dejavu.train.loop import recipe_fingerprint
 
 
-
 def load_text_encoder(run: Run, model: str, out_dim: int) -> TextEncoder:
     """The text encoder trained beside ``model``'s image encoder, checked to come from this run's recipe and data."""
     c = run.config
@@ -58,19 +57,19 @@ def _names(objects: np.ndarray, class_names: np.ndarray) -> str:
 
 
 def _records(table: ImageTable, rows: np.ndarray, neighbours: dict[str, np.ndarray], public_objects: np.ndarray):
-    """Per model: (predicted objects (N, C), precision, recall, confidence) of the records ``rows``."""
+    """Per model (or the text reference): the records' predicted objects (N, C), precision, recall, confidence."""
     out = {}
     for model, idx in neighbours.items():
         union, confidence = predicted_objects(public_objects[idx])
         precision, recall = precision_recall(union, table.objects[rows])
-        out[model] = (union, precision, recall, confidence)
+        out[model] = {"objects": union, "precision": precision, "recall": recall, "confidence": confidence}
     return out
 
 
 def _direction(per_model: dict, target: str, reference: str, keep: np.ndarray) -> dict[str, np.ndarray]:
-    return {"target_precision": per_model[target][1][keep], "reference_precision": per_model[reference][1][keep],
-            "target_recall": per_model[target][2][keep], "reference_recall": per_model[reference][2][keep],
-            "target_confidence": per_model[target][3][keep]}
+    """:func:`dejavu.metrics.vlm.gap_summary`'s input: ``target`` against ``reference`` on the records ``keep``."""
+    return {**{f"target_{key}": per_model[target][key][keep] for key in ("precision", "recall", "confidence")},
+            **{f"reference_{key}": per_model[reference][key][keep] for key in ("precision", "recall")}}
 
 
 def _retrieval(text: dict[str, np.ndarray], images: dict[str, np.ndarray], k: int, alpha: float) -> tuple[dict, list]:
@@ -96,7 +95,8 @@ def stage_vlm(run: Run) -> Path:
     table = load_table(run)
     if table.captions is None:
         raise RunFolderError(f"'{run.data_dir / 'catalog.npz'}' holds no captions: the vision-language test needs "
-                             "a captioned dataset (data.dataset=captioned_scenes); re-run `dejavu data`")
+                             "captioned data (captioned_scenes, coco with data.captions, a manifest with a caption "
+                             "column); re-run `dejavu data`")
     sets = load_split(run, table)
     device = distributed.device()
     encoders = {model: load_encoder(run, model) for model in MODELS}
@@ -169,10 +169,10 @@ def _write_samples(run: Run, table: ImageTable, per_set: dict, first_half: np.nd
             target = name if name != "T" else ("A" if first_half[i] else "B")
             reference = other[target]
             t, r = records[target], records[reference]
-            rows_out.append([table.ids[row], name, target, reference, table.captions[row], _names(table.objects[row], table.class_names),
-                             _names(t[0][i], table.class_names), _names(r[0][i], table.class_names),
-                             f"{t[1][i]:.6g}", f"{r[1][i]:.6g}", f"{t[2][i]:.6g}", f"{r[2][i]:.6g}",
-                             f"{t[3][i]:.6g}", f"{r[3][i]:.6g}"])
+            rows_out.append([table.ids[row], name, target, reference, table.captions[row],
+                             *(_names(objects, table.class_names) for objects in (table.objects[row], t["objects"][i],
+                                                                                  r["objects"][i])),
+                             *(f"{side[key][i]:.6g}" for key in ("precision", "recall", "confidence") for side in (t, r))])
     write_csv(run.root / "vlm" / "samples.csv", VLM_COLUMNS, rows_out)
 
 
