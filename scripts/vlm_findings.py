@@ -20,7 +20,7 @@ from pathlib import Path
 
 from scipy.stats import spearmanr
 
-from dejavu.metrics.vlm import detected
+from dejavu.sweep import vlm_detected
 
 KEYS = {"caption_mask": "train.clip.caption_mask", "epochs": "train.epochs", "temperature": "train.clip.temperature",
         "weight_decay": "train.weight_decay"}
@@ -45,8 +45,7 @@ def main(folder: str) -> None:
         for value in sorted({float(r[key]) for r in mine}):
             at = [r for r in mine if float(r[key]) == value]
             ppg, prg = [float(r["vlm_ppg"]) for r in at], [float(r["vlm_prg"]) for r in at]
-            significant = sum(detected(*(float(r[key]) for key in ("vlm_ppg", "vlm_ppg_p", "vlm_prg", "vlm_prg_p")),
-                                       float(r["alpha"])) for r in at)
+            significant = sum(vlm_detected(r) for r in at)  # the verdict's rule (the excess for a text reference)
             control = (f"{statistics.mean(float(r['vlm_control_ppg']) for r in at):+.3f} / "
                        f"{statistics.mean(float(r['vlm_control_prg']) for r in at):+.3f}")
             retrieval = [json.loads((Path(folder) / r["report"]).with_name("metrics.json").read_text())["vlm"]["retrieval"]

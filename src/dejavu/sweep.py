@@ -49,7 +49,8 @@ from dejavu.metrics.schema import (
     CONVENTIONAL_PARTS, SPREAD_METRICS, SWEEP_METRICS, MetricsFile, read_evaluation, read_metrics,
 )
 from dejavu.metrics.stats import as_float
-from dejavu.metrics.vlm import detected
+from dejavu.metrics.vlm import GAP_FIELDS, detected, judged_gaps
+from dejavu.metrics.vlm_schema import Vlm
 from dejavu.report.format import format_value
 from dejavu.report.sweep import write_sweep_report
 from dejavu.runs import Run, folder_lock, read_json, write_json
@@ -240,10 +241,24 @@ DERIVED: tuple[tuple[str, Callable[[MetricsFile], Any]], ...] = (
     # "failed": the models or data failed the sanity gates, so the point's seed counts for no verdict.
     ("sanity", lambda m: "unchecked" if m.sanity is None else "passed" if m.sanity.passed else "failed"),
 )
-# A CLIP run's vision-language test (metrics.json["vlm"]), beside the image test's columns.
+# A CLIP run's vision-language test (metrics.json["vlm"]), beside the image test's columns; with a text-only
+# reference also the gaps beyond the control's (VLM_EXCESS_COLUMNS, empty for a two-model run), which are what
+# its verdict judges. Kept out of VLM_COLUMNS, from which SUMMARY_METRICS (a recorded list) is drawn.
 VLM_COLUMNS = ("vlm_ppg", "vlm_ppg_p", "vlm_prg", "vlm_prg_p", "vlm_recall_gap_auc", "vlm_control_ppg", "vlm_control_prg")
+VLM_EXCESS_COLUMNS = tuple(f"vlm_excess_{name}" for name in GAP_FIELDS)
 LAYERS = ("backbone", "attacked")
 CONVENTIONAL = tuple(f"{layer}_{metric}_{part}" for layer in LAYERS for metric, part in CONVENTIONAL_PARTS)
+
+
+def vlm_columns(vlm: Vlm) -> dict[str, Any]:
+    """A CLIP run's vlm_* cells: its pooled gaps, recall-gap AUC and control; the excess over the control
+    (None, an empty cell, for a two-model run)."""
+    cells = dict(zip(VLM_COLUMNS, (vlm.ppg, vlm.ppg_p, vlm.prg, vlm.prg_p, vlm.recall_gap_auc, vlm.control.ppg,
+                                   vlm.control.prg)))
+    excess = vlm.excess
+    cells.update({column: None if excess is None else getattr(excess, name)
+                  for column, name in zip(VLM_EXCESS_COLUMNS, GAP_FIELDS)})
+    return cells
 
 
 def point_row(point: Point, run_root: Path) -> dict[str, Any]:
@@ -255,9 +270,7 @@ def point_row(point: Point, run_root: Path) -> dict[str, Any]:
     row.update({name: value(metrics) for name, value in DERIVED})
     row["alpha"] = point.config.metrics.alpha
     if metrics.vlm is not None:
-        vlm = metrics.vlm
-        row.update(zip(VLM_COLUMNS, (vlm.ppg, vlm.ppg_p, vlm.prg, vlm.prg_p, vlm.recall_gap_auc, vlm.control.ppg,
-                                     vlm.control.prg)))
+        row.update(vlm_columns(metrics.vlm))
     evaluation_path = run_root / "evaluation.json"
     if evaluation_path.is_file():
         evaluation = read_evaluation(evaluation_path)
@@ -269,8 +282,19 @@ def point_row(point: Point, run_root: Path) -> dict[str, Any]:
     return row
 
 
+def vlm_detected(row: Mapping[str, Any]) -> bool:
+    """Whether a CLIP row shows vision-language déjà vu by its verdict's rule (:func:`judged_gaps`: the excess
+    columns when the row has them, else the pooled gaps)."""
+    gaps = {name: row[f"vlm_{name}"] for name in GAP_FIELDS}
+    if row.get(VLM_EXCESS_COLUMNS[0]) not in (None, ""):
+        gaps["excess"] = {name: row[column] for name, column in zip(GAP_FIELDS, VLM_EXCESS_COLUMNS)}
+    return detected(*judged_gaps(gaps), float(row["alpha"]))
+
+
 SUMMARY_METRICS = (*SPREAD_METRICS, "auc", "control_gap", *(c for c in VLM_COLUMNS if not c.endswith("_p")),
                    *CONVENTIONAL)
+# Summarised for CLIP points too (no mean: a two-model run's empty cells).
+SUMMARY_EXCESS = tuple(c for c in VLM_EXCESS_COLUMNS if not c.endswith("_p"))
 
 
 def _spread(values: Sequence[float]) -> dict[str, float]:
@@ -300,7 +324,8 @@ def verdict(gaps: Sequence[float], p_values: Sequence[float], alpha: float,
 
 
 # Row fields that are results, not the point's grid values.
-_NOT_VALUES = {"sweep", "seed", *ROW_KEYS, *(name for name, _ in DERIVED), "alpha", *CONVENTIONAL, *VLM_COLUMNS, "report"}
+_NOT_VALUES = {"sweep", "seed", *ROW_KEYS, *(name for name, _ in DERIVED), "alpha", *CONVENTIONAL, *VLM_COLUMNS,
+               *VLM_EXCESS_COLUMNS, "report"}
 
 
 def summarise_points(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -314,15 +339,14 @@ def summarise_points(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         first = members[0]
         entry: dict[str, Any] = {k: v for k, v in first.items() if k not in _NOT_VALUES or k == "sweep"}
         entry["seeds"] = [row["seed"] for row in members]
-        for metric in SUMMARY_METRICS:
+        for metric in (*SUMMARY_METRICS, *SUMMARY_EXCESS):
             if any(metric in row for row in members):
                 entry[metric] = _spread([as_float(row.get(metric)) for row in members])
         entry["significant_seeds"], entry["verdict"] = verdict(
             [as_float(row["gap"]) for row in members], [as_float(row["mcnemar_p"]) for row in members], float(first["alpha"]),
             [str(row.get("sanity", "unchecked")) for row in members])
-        if "vlm_ppg" in first:  # seeds whose PPG and PRG are both positive and significant
-            entry["vlm_significant_seeds"] = sum(
-                detected(*(as_float(r[key]) for key in VLM_COLUMNS[:4]), float(r["alpha"])) for r in members)
+        if "vlm_ppg" in first:  # seeds whose judged PPG and PRG are both positive and significant
+            entry["vlm_significant_seeds"] = sum(vlm_detected(row) for row in members)
         summary.append(entry)
     return summary
 

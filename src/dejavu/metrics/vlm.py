@@ -11,12 +11,16 @@ against the reference's (0.5: the two models recall alike; 1: every target recal
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 from scipy.stats import mannwhitneyu
 
 from dejavu.metrics.population import n_most_confident
 from dejavu.metrics.roc import auc
-from dejavu.metrics.stats import bootstrap_gap_ci, mcnemar_exact
+from dejavu.metrics.stats import as_float, bootstrap_gap_ci, mcnemar_exact
+from dejavu.metrics.vlm_schema import Vlm
 
 # The follow-up's most-confident fractions (0.1 / 1 / 10 %), and all records.
 TOP_FRACTIONS = (0.001, 0.01, 0.1, 1.0)
@@ -122,16 +126,37 @@ def detected(ppg: float, ppg_p: float, prg: float, prg_p: float, alpha: float) -
     return ppg > 0 and prg > 0 and ppg_p < alpha and prg_p < alpha
 
 
+# The numbers the verdict judges, in :func:`detected`'s order.
+GAP_FIELDS = ("ppg", "ppg_p", "prg", "prg_p")
+
+
+def judged_gaps(vlm: Mapping[str, Any] | Vlm) -> tuple[float, float, float, float]:
+    """(PPG, its p, PRG, its p) as the verdict judges them: with a text-only reference (an ``excess``) the gaps
+    beyond the control's, else the pooled ones. ``vlm``: :func:`gap_summary`'s dict (the vlm stage adds
+    ``excess``) or the typed ``metrics.json["vlm"]`` (:class:`dejavu.metrics.vlm_schema.Vlm`), so that the
+    verdict and the sweep's seed count cannot judge different numbers.
+
+    Example:
+        >>> plain = {"ppg": 0.2, "ppg_p": 1e-4, "prg": 0.1, "prg_p": 1e-3}
+        >>> judged_gaps(plain), judged_gaps({**plain, "excess": {"ppg": 0.05, "ppg_p": 0.3, "prg": 0.0, "prg_p": 0.9}})
+        ((0.2, 0.0001, 0.1, 0.001), (0.05, 0.3, 0.0, 0.9))
+    """
+    def get(source: Any, name: str) -> Any:
+        return source[name] if isinstance(source, Mapping) else getattr(source, name)
+
+    excess = vlm.get("excess") if isinstance(vlm, Mapping) else getattr(vlm, "excess", None)
+    ppg, ppg_p, prg, prg_p = (as_float(get(excess if excess else vlm, name)) for name in GAP_FIELDS)
+    return ppg, ppg_p, prg, prg_p
+
+
 def vlm_verdict(summary: dict, alpha: float) -> str:
     """The vision-language test's one-line verdict from :func:`gap_summary`'s pooled numbers and the retrieval
     check (``summary["retrieval"]``: per model its recall and ``chance``; ``failures``: why there is none). With
     a text-only reference (``summary["excess"]``) the test is on the gaps beyond the control's."""
     if summary.get("failures"):
         return "No verdict (vision-language): " + "; ".join(summary["failures"])
-    excess = summary.get("excess")
-    ppg, prg = (excess["ppg"], excess["prg"]) if excess else (summary["ppg"], summary["prg"])
-    ppg_p, prg_p = (excess["ppg_p"], excess["prg_p"]) if excess else (summary["ppg_p"], summary["prg_p"])
-    what = "beyond the control's (text-only reference), " if excess else ""
+    ppg, ppg_p, prg, prg_p = judged_gaps(summary)
+    what = "beyond the control's (text-only reference), " if summary.get("excess") else ""
     numbers = f"{what}PPG {ppg:+.3f} (p = {ppg_p:.2g}), PRG {prg:+.3f} (p = {prg_p:.2g}) over {summary['n']} training captions"
     if detected(ppg, ppg_p, prg, prg_p, alpha):
         return f"Déjà vu memorization detected (vision-language): {numbers}"
