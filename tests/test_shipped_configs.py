@@ -137,7 +137,8 @@ def test_configs_travel_in_the_wheel(tmp_path):
                    check=True, capture_output=True)
     (wheel,) = (tmp_path / "wheel").glob("dejavu-*.whl")
     inside = {name for name in zipfile.ZipFile(wheel).namelist() if name.startswith("dejavu/configs/")}
-    assert inside == {f"dejavu/configs/{p.relative_to(SHIPPED).as_posix()}" for p in SHIPPED.rglob("*.yaml")}
+    assert inside == {f"dejavu/configs/{p.relative_to(SHIPPED).as_posix()}"
+                      for p in [*SHIPPED.rglob("*.yaml"), *SHIPPED.glob("open_clip/*/open_clip_config.json")]}
     site = tmp_path / "site"
     subprocess.run([*pip, "install", "--no-deps", "--target", str(site), str(wheel)], check=True, capture_output=True)
     elsewhere = tmp_path / "elsewhere"

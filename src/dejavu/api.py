@@ -119,8 +119,8 @@ def audit(target: str | Path | nn.Module, reference: str | Path | nn.Module | No
     folder = Path(out)
     keys: dict[str, Any] = {f"data.{key}": value for key, value in (data or {}).items()}
     keys["model.target"] = _model(target)
-    if reference is not None:
-        keys["model.reference"] = _model(reference)
+    # None is the one-model test, also when the config given is a two-model audit's.
+    keys["model.reference"] = _model(reference) if reference is not None else ""
     if arch is not None:
         keys["model.arch"] = arch
     keys.update({key.replace("__", "."): value for key, value in overrides.items()})

@@ -195,6 +195,9 @@ def _shorthand_overrides(args: argparse.Namespace) -> list[str]:
     for option, key in (("target", "model.target"), ("reference", "model.reference")):
         if getattr(args, option, None):
             extra.append(f"{key}={json.dumps(str(Path(getattr(args, option)).expanduser().resolve()))}")
+    named = any(str(o).startswith("model.reference=") for o in getattr(args, "overrides", []))
+    if getattr(args, "target", None) and not getattr(args, "reference", None) and not named:
+        extra.append('model.reference=""')  # no --reference is the one-model test, whatever --config names
     if getattr(args, "arch", None):
         extra.append(f"model.arch={json.dumps(args.arch)}")
     return extra

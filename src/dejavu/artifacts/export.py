@@ -9,6 +9,8 @@ file of an earlier split survives a re-run. What it holds (see :data:`README`):
 - ``train_A.txt``, ``train_B.txt``: what one epoch of dejavu's training of the target (reference) shows,
   its set plus the shared set, each canary of A ``canary_repeats`` times (sorted by id, repeats adjacent);
 - ``sets.csv`` (id, path, label, class, set) and ``classes.txt`` (the class names, index order);
+- ``train_A.tsv``, ``train_B.tsv`` for captioned data: the training lists with their captions, in the CSV
+  form open_clip's trainer reads (tab-separated ``filepath`` and ``title``);
 - ``images/<class>/<id>.png``: the built-in scenes' pixels (they have no files), an ImageFolder layout;
   a file dataset's lists name its original files instead (nothing copied);
 - ``README.txt``.
@@ -38,6 +40,7 @@ EXPORT = "export"
 # Set order in the export's files (the lists, sets.csv).
 EXPORT_SETS = ("A", "B", "shared", "X", "T")
 SETS_COLUMNS = ("id", "path", "label", "class", "set")
+CAPTION_COLUMNS = ("filepath", "title")  # open_clip_train's --csv-img-key and --csv-caption-key defaults
 _TEMPORARY = ".export."  # prefix of the folder being written, and of the one being replaced
 
 README = """\
@@ -52,7 +55,7 @@ train_A.txt        what one epoch of dejavu's training of the target shows: A + 
 train_B.txt        the same for the reference: B + shared
 sets.csv           id, path, label (class index), class (name), set: one row per image of a set
 classes.txt        the class names, one a line, in label order (line 1 is label 0)
-{images}
+{captions}{images}
 Each .txt holds one absolute image path a line, sorted by id (a path listed twice is shown twice
 per epoch). Train the target on train_A.txt and the reference on train_B.txt with the same recipe
 (method, epochs, augmentations: only the data differ), then audit both:
@@ -129,8 +132,11 @@ def _write_files(run: Run, table: ImageTable, sets: dict[str, np.ndarray], canar
     for name in EXPORT_SETS:
         _write_list(out / f"{name}.txt", paths[rows[name]])
     for model in ("A", "B"):
-        trained = training_rows(table, sets, model, canaries, repeats)
-        _write_list(out / f"train_{model}.txt", paths[_sorted_rows(table, trained)])
+        trained = _sorted_rows(table, training_rows(table, sets, model, canaries, repeats))
+        _write_list(out / f"train_{model}.txt", paths[trained])
+        if table.captions is not None:  # open_clip_train's CSV input: tab-separated, filepath and title columns
+            write_csv(out / f"train_{model}.tsv", CAPTION_COLUMNS,
+                      ([paths[row], str(table.captions[row])] for row in trained.tolist()), delimiter="\t")
     classes = table.class_names.tolist()
     write_text(out / "classes.txt", "".join(f"{name}\n" for name in classes))
     write_csv(out / "sets.csv", SETS_COLUMNS,
@@ -139,7 +145,12 @@ def _write_files(run: Run, table: ImageTable, sets: dict[str, np.ndarray], canar
     canary_note = f" (its {len(canaries)} canaries {repeats} times each)" if len(canaries) and repeats > 1 else ""
     images = ("images/            the scenes' pixels as PNG files, images/<class>/<id>.png (they have no files of "
               "their own)\n" if len(generated) else "")
-    write_text(out / "README.txt", README.format(root=os.path.abspath(run.root), canaries=canary_note, images=images))
+    captions = ("train_A.tsv        captioned data: train_A.txt's images with their captions (filepath, title; tab-\n"
+                "train_B.tsv        separated), the CSV input of open_clip's trainer (python -m open_clip_train.main\n"
+                "                   --dataset-type csv --train-data train_A.tsv); audit with --arch open_clip:NAME\n"
+                if table.captions is not None else "")
+    write_text(out / "README.txt", README.format(root=os.path.abspath(run.root), canaries=canary_note, images=images,
+                                                 captions=captions))
 
 
 def _sorted_rows(table: ImageTable, rows: np.ndarray) -> np.ndarray:

@@ -123,10 +123,10 @@ def check_unique(path: Path, ids: np.ndarray, what: str, advice: str) -> None:
                            f"{examples(values[counts > 1])})", f"each of the {what} once", advice)
 
 
-def write_csv(path: Path, columns: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
+def write_csv(path: Path, columns: Sequence[str], rows: Iterable[Sequence[object]], delimiter: str = ",") -> None:
     """A CSV artifact, written atomically."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer)
+    writer = csv.writer(buffer, delimiter=delimiter)
     writer.writerow(columns)
     writer.writerows(rows)
     write_text(path, buffer.getvalue())

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from dejavu.artifacts.files import read_artifact_json, read_npz, redo, refuse
+from dejavu.artifacts.files import models_of, query_sets_of, read_artifact_json, read_npz, redo, refuse
 from dejavu.metrics.schema import from_json, to_json
 from dejavu.metrics.vlm_schema import Vlm
 from dejavu.runs import Run
@@ -38,11 +38,11 @@ def load_vlm_samples(run: Run) -> list[dict[str, str]]:
 
 
 def load_vlm_neighbours(run: Run) -> dict[str, np.ndarray]:
-    """``vlm/neighbours.npz``: X's ids and, per set S of A, B, T, its ids and each model's neighbour rows of X
+    """``vlm/neighbours.npz``: X's ids and, per set S of A, B, T (A and T in a one-model audit), its ids and each model's neighbour rows of X
     (and the text-only reference's, ``neighbours_S_text``, when it is the reference)."""
-    names = [f"{kind}_{s}{suffix}" for s in ("A", "B", "T") for kind, suffix in
-             (("ids", ""), ("neighbours", "_A"), ("neighbours", "_B"))]
-    text = [f"neighbours_{s}_text" for s in ("A", "B", "T")]
+    sets, models = query_sets_of(run.config), models_of(run.config)
+    names = [f"{kind}_{s}{suffix}" for s in sets for kind, suffix in (("ids", ""), *(("neighbours", f"_{m}") for m in models))]
+    text = [f"neighbours_{s}_text" for s in sets]
     path = run.root / "vlm" / "neighbours.npz"
     arrays = read_npz(path, ["public_ids", *names], redo(run.root, "vlm"), optional=text)
     names += [name for name in text if name in arrays]

@@ -122,9 +122,15 @@ def _check_captions(config: Config) -> None:
             "captions: use data.dataset=captioned_scenes (built in), coco with data.captions=<captions JSON>, or a "
             "manifest with a caption column"
         )
-    if config.model.audited:
-        raise ConfigError("config key 'train.method' = clip: the vision-language test trains its two models; "
-                          "model.target / model.reference (audits) are for the image test")
+    m = config.model
+    if m.audited and not m.arch.startswith("open_clip:"):
+        raise ConfigError("config key 'train.method' = clip in an audit (model.target): the vision-language test "
+                          "audits open_clip models, whose text encoder it needs; set model.arch=open_clip:NAME (e.g. "
+                          "--arch open_clip:ViT-B-32, or a model-config JSON file); dejavu's own CLIPs are audited by "
+                          "dejavu run")
+    if m.one_model and config.vlm.reference != "text":
+        raise ConfigError("config key 'vlm.reference' = model in a one-model audit (no --reference): with no CLIP "
+                          "trained on B, the reference is the text-only retriever; set vlm.reference=text")
     if config.attack.epoch not in (0, config.train.epochs):
         raise ConfigError(f"config key 'attack.epoch' = {config.attack.epoch}: the vision-language test (train.method = "
                           "clip) audits the final weights; leave it 0")
@@ -200,6 +206,8 @@ def _check_model(config: Config) -> None:
                           "itself; leave model.arch empty")
     if m.arch.startswith("timm:") and len(m.arch) == len("timm:"):
         raise ConfigError("config key 'model.arch' = 'timm:': name the timm model, e.g. model.arch=timm:resnet50")
+    if m.arch.startswith("open_clip:"):
+        _check_open_clip(config)
     if m.projector not in ("auto", "none"):
         try:
             parse_projector_spec(m.projector)
@@ -207,9 +215,25 @@ def _check_model(config: Config) -> None:
             raise ConfigError(f"config key 'model.projector' = {m.projector!r}: expected auto, none, or layer "
                               "widths joined by '-', e.g. 2048-2048") from None
     valid = choices("train.backbone")  # the backbones dejavu builds
-    if m.arch and not m.arch.startswith("timm:") and m.arch not in valid:
+    if m.arch and not m.arch.startswith(("timm:", "open_clip:")) and m.arch not in valid:
         raise ConfigError(f"config key 'model.arch' = {m.arch!r}: unknown network; valid: {', '.join(valid)}, "
-                          "timm:NAME, or model.factory=package.module:function for any other")
+                          "timm:NAME, open_clip:NAME, or model.factory=package.module:function for any other")
+
+
+def _check_open_clip(config: Config) -> None:
+    """An open_clip model: named, its image tower embedding at backbone (pooled features) or projector (the
+    joint space), and no projector read from the file (the projection is the model's own)."""
+    m = config.model
+    if m.arch == "open_clip:":
+        raise ConfigError("config key 'model.arch' = 'open_clip:': name the open_clip model config, e.g. "
+                          "model.arch=open_clip:ViT-B-32, or a model-config JSON file, or a folder holding "
+                          "open_clip_config.json")
+    if m.projector != "auto":
+        raise ConfigError(f"config key 'model.projector' = {m.projector!r}: an open_clip model's projection is its "
+                          "own (attack.layer=projector: the joint space); leave model.projector=auto")
+    if config.attack.layer not in ("backbone", "projector"):
+        raise ConfigError(f"config key 'attack.layer' = {config.attack.layer!r}: an open_clip model embeds at "
+                          "backbone (the image tower's pooled features) or projector (the joint space)")
 
 
 def _check_reconstruct(config: Config) -> None:

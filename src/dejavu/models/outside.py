@@ -7,8 +7,10 @@ What the network is (first that applies):
 2. ``model.factory=package.module:function``: what the function returns (the checkpoint, when given,
    is loaded into it);
 3. a module object given to :func:`dejavu.audit` (the checkpoint is the object);
-4. ``model.arch``: a dejavu backbone by name, or ``timm:NAME``; empty: ``train.backbone`` with its
-   ``train.*`` settings, so the config of the run that trained the weights is enough.
+4. ``model.arch``: a dejavu backbone by name, ``timm:NAME``, or ``open_clip:NAME`` (a CLIP whose text side
+   the vision-language test uses, see :mod:`dejavu.models.outside_clip`; a module object given with it is taken
+   as that model); empty: ``train.backbone`` with its ``train.*`` settings, so the config of the run that
+   trained the weights is enough.
 
 A module from 1-3 that has ``backbone`` and ``projector`` submodules (dejavu's own encoder does) embeds at
 ``backbone`` = ``backbone(x)`` and ``projector`` = ``projector(backbone(x))``; any other module's output is
@@ -18,6 +20,7 @@ of :mod:`dejavu.models.matching` and the projector is read from the checkpoint (
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib
 import os
@@ -36,6 +39,8 @@ from dejavu.models.checkpoint import Checkpoint, file_provenance, read_checkpoin
 from dejavu.models.encoder import Encoder
 from dejavu.models.heads import projector as build_projector
 from dejavu.models.matching import load_projector, match_state, projector_spec, projector_weights
+from dejavu.models.outside_clip import OPEN_CLIP, ClipText, build as build_open_clip, image_side, preprocess_stats
+from dejavu.models.outside_clip import script_state, split_image_tower
 
 # The normalisation of dejavu's evaluation tensors (dejavu.data.augment.MEAN / STD): what Preprocess undoes.
 DEJAVU_MEAN, DEJAVU_STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
@@ -164,6 +169,8 @@ class Loaded:
 
     encoder: OutsideEncoder
     source: dict[str, Any] = field(default_factory=dict)
+    # An open_clip model's text side (tokenizer and encode_text), for the vision-language test; else None.
+    text: ClipText | None = None
 
 
 def load_outside(config: Any, model: str) -> Loaded:
@@ -174,32 +181,72 @@ def load_outside(config: Any, model: str) -> Loaded:
     key = "model.target" if model == "A" else "model.reference"
     where = m.target if model == "A" else m.reference
     side = input_side(config)
-    preprocess = Preprocess(list(m.mean), list(m.std), m.resize, m.crop_fraction)
+    mean, std = list(m.mean), list(m.std)
     source: dict[str, Any] = {"role": ROLES[model], "config_key": key}
+    label = f"{ROLES[model]} '{where}'"
+    text = None
     if where.startswith(OBJECT_SCHEME):
         module = _object(where, key)
         source.update(path=where, format="module object", sha256=checkpoint_digest(where))
-        network, head, spec = _split_module(module)
         arch = f"{type(module).__name__} (a module object)"
+        if m.arch.startswith(OPEN_CLIP):
+            network, head, spec, text, mean, std = _open_clip(config, None, module, source, label)
+        else:
+            network, head, spec = _split_module(module)
     else:
         checkpoint = read_checkpoint(where, m.key)
         source.update(file_provenance(where), format=checkpoint.format, nested=checkpoint.nested,
                       ignored=checkpoint.ignored)
-        network, head, spec, arch = _network(config, checkpoint, source)
-    label = f"{ROLES[model]} '{where}'"
+        if m.arch.startswith(OPEN_CLIP):
+            network, head, spec, text, mean, std = _open_clip(config, checkpoint, None, source, label)
+            arch = m.arch
+        else:
+            network, head, spec, arch = _network(config, checkpoint, source)
+    preprocess = Preprocess(mean, std, m.resize, m.crop_fraction)
     encoder = OutsideEncoder(network, head, spec, preprocess, label)
     encoder.eval()
     widths = _widths(encoder, side, label, arch, config.attack.layer)
     source.update(arch=arch, named=bool(source.pop("named", False)), projector=spec or ("none" if head is None else "the module's own"), layers=encoder.layers,
-                  widths=widths, image_size=side,
-                  mean=list(m.mean), std=list(m.std), resize=m.resize,
+                  widths=widths, image_size=side, mean=mean, std=std, resize=m.resize,
                   crop_fraction=m.crop_fraction if m.resize == "center_crop" else None)
-    return Loaded(encoder, source)
+    return Loaded(encoder, source, text)
+
+
+def _open_clip(config: Any, checkpoint: Checkpoint | None, module: nn.Module | None, source: dict[str, Any],
+               label: str) -> tuple[nn.Module, nn.Module, str, ClipText, list[float], list[float]]:
+    """An open_clip model (built from ``model.arch`` and the file's weights, or a module object): its image tower
+    as backbone and projector, its text side, and the mean and std it takes (its own unless model.mean /
+    model.std were set to something other than dejavu's)."""
+    m = config.model
+    name = m.arch.removeprefix(OPEN_CLIP)
+    if checkpoint is None:
+        if not (isinstance(getattr(module, "visual", None), nn.Module) and callable(getattr(module, "encode_text", None))):
+            raise ConfigError(f"config key 'model.arch' = {m.arch!r}, but the {label} is a {type(module).__name__}, "
+                              "not an open_clip model (with visual and encode_text)")
+        model = copy.deepcopy(module)  # the tower is split below: the caller's object stays as it was
+    else:
+        model = build_open_clip(name)
+        matched = match_state(script_state(checkpoint.state, model), model.state_dict(), checkpoint.path, strict=m.strict,
+                              what="the open_clip model", arch=m.arch)
+        _load(model, matched, checkpoint.path, source)
+        source["named"] = True
+    model.eval()
+    text = ClipText(model, name)
+    backbone, head = split_image_tower(model)
+    unset = (list(m.mean), list(m.std)) == (list(DEJAVU_MEAN), list(DEJAVU_STD))
+    mean, std = preprocess_stats(model) if unset else (list(m.mean), list(m.std))
+    return backbone, head, "", text, mean, std
 
 
 def input_side(config: Any) -> int:
-    """The side of the images the audited networks see: ``model.image_size``, or ``data.input_size``."""
-    return (config.model.image_size or config.data.input_size) if config.model.audited else config.data.input_size
+    """The side of the images the audited networks see: ``model.image_size``, or ``data.input_size`` (an
+    open_clip model's own side)."""
+    m = config.model
+    if not m.audited:
+        return config.data.input_size
+    if not m.image_size and m.arch.startswith(OPEN_CLIP):
+        return image_side(m.arch.removeprefix(OPEN_CLIP))  # its positional embeddings fix it
+    return m.image_size or config.data.input_size
 
 
 def _split_module(module: nn.Module) -> tuple[nn.Module, nn.Module | None, str]:

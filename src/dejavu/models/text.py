@@ -67,6 +67,14 @@ class TextEncoder(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(float(np.log(1.0 / temperature))), requires_grad=learn_temperature)
         self.context_length = context_length
 
+    @property
+    def output_dim(self) -> int:
+        return self.transformer.output_dim
+
+    def tokenize(self, captions) -> np.ndarray:
+        """int64 (N, context_length) token ids of ``captions`` for this encoder."""
+        return tokenize(captions, self.context_length)
+
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.transformer(tokens)
 

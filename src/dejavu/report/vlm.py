@@ -45,7 +45,7 @@ def vlm_data(run: Run, metrics: Mapping[str, Any], table: ImageTable) -> dict[st
     vlm = metrics.get("vlm")
     if not vlm:
         return None
-    rows = [_row("pooled (A and B)", vlm), *(_row(f"direction {name}", gaps) for name, gaps in vlm["directions"].items()),
+    rows = [_row(f"pooled ({' and '.join(vlm['directions'])})", vlm), *(_row(f"direction {name}", gaps) for name, gaps in vlm["directions"].items()),
             _row("control T (seen by neither)", vlm["control"])]
     top = [[f"{float(f) * 100:g} %", str(t["n"]), signed3(t["ppg"]), signed3(t["prg"])] for f, t in vlm["top"].items()]
     excess = vlm.get("excess")

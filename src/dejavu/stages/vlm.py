@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import binomtest
 
-from dejavu.artifacts import MODELS, VLM_COLUMNS, load_split, load_table, write_csv
+from dejavu.artifacts import MODELS, VLM_COLUMNS, load_split, load_table, models_of, query_sets_of, write_csv
 from dejavu.attack.embed import embed_batches
 from dejavu.attack.neighbours import knn
 from dejavu.data.augment import eval_images
@@ -24,7 +24,8 @@ from dejavu.attack.text_reference import TfidfCaptions
 from dejavu.metrics.vlm import (
     excess_over_control, gap_summary, precision_recall, predicted_objects, retrieval_recall, sign_scores, vlm_verdict,
 )
-from dejavu.models.text import TextEncoder, build_text_encoder, tokenize
+from dejavu.models.outside import check_pair, input_side, load_outside
+from dejavu.models.text import TextEncoder, build_text_encoder
 from dejavu.runs import Run, save_npz, write_json
 from dejavu.stages.attack import ENCODER_KEYS, SPEED_KEYS, batch_chunks, load_encoder, stored_embeddings
 from dejavu.stages.declaration import Stage, fingerprint
@@ -44,12 +45,26 @@ def load_text_encoder(run: Run, model: str, out_dim: int) -> TextEncoder:
 
 
 @torch.no_grad()
-def embed_captions(text: TextEncoder, tokens: np.ndarray, batch: int, device: torch.device | None = None) -> np.ndarray:
-    """float32 (N, D) L2-normal text embeddings of int64 (N, L) tokens (on ``device`` when given: a GPU)."""
+def embed_captions(text: torch.nn.Module, tokens: np.ndarray, batch: int, device: torch.device | None = None) -> np.ndarray:
+    """float32 (N, D) L2-normal text embeddings of int64 (N, L) tokens (on ``device`` when given: a GPU) by a
+    text encoder (dejavu's :class:`TextEncoder` or an open_clip model's ``ClipText``)."""
     text = text.to(device or torch.device("cpu"))
     parts = [F.normalize(text(torch.from_numpy(tokens[rows]).to(device or "cpu")).float(), dim=1).cpu().numpy()
              for rows in batch_chunks(len(tokens), batch)]
-    return np.concatenate(parts) if parts else np.zeros((0, text.transformer.output_dim), np.float32)
+    return np.concatenate(parts) if parts else np.zeros((0, text.output_dim), np.float32)
+
+
+def _models(run: Run) -> tuple[dict[str, torch.nn.Module], dict[str, torch.nn.Module]]:
+    """Each model's image encoder and text encoder: those dejavu trained, or in an audit the open_clip models'
+    (the target alone in a one-model audit)."""
+    c = run.config
+    if not c.model.audited:
+        encoders = {model: load_encoder(run, model) for model in MODELS}
+        return encoders, {model: load_text_encoder(run, model, encoders[model].out_features) for model in MODELS}
+    loaded = {model: load_outside(c, model) for model in models_of(c)}
+    if "B" in loaded:
+        check_pair(loaded["A"], loaded["B"], "projector")
+    return {m: item.encoder for m, item in loaded.items()}, {m: item.text for m, item in loaded.items()}
 
 
 def _names(objects: np.ndarray, class_names: np.ndarray) -> str:
@@ -72,7 +87,8 @@ def _direction(per_model: dict, target: str, reference: str, keep: np.ndarray) -
             **{f"reference_{key}": per_model[reference][key][keep] for key in ("precision", "recall")}}
 
 
-def _retrieval(text: dict[str, np.ndarray], images: dict[str, np.ndarray], k: int, alpha: float) -> tuple[dict, list]:
+def _retrieval(text: dict[str, np.ndarray], images: dict[str, np.ndarray], k: int, alpha: float,
+               advice: str) -> tuple[dict, list]:
     """Caption -> own image among T's images, per model, against chance (k / |T|); the failures it finds."""
     n = len(next(iter(text.values())))
     chance = min(1.0, k / max(n, 1))
@@ -84,7 +100,7 @@ def _retrieval(text: dict[str, np.ndarray], images: dict[str, np.ndarray], k: in
         if not p < alpha:
             failures.append(f"model {model} matches T's captions with their own images no better than chance "
                             f"(recall@{k} {recall:.1%}, chance {chance:.1%}): it did not learn image-caption pairs; "
-                            "train longer (train.epochs) or check train.lr")
+                            + advice)
     return out, failures
 
 
@@ -99,8 +115,8 @@ def stage_vlm(run: Run) -> Path:
                              "column); re-run `dejavu data`")
     sets = load_split(run, table)
     device = distributed.device()
-    encoders = {model: load_encoder(run, model) for model in MODELS}
-    texts = {model: load_text_encoder(run, model, encoders[model].out_features) for model in MODELS}
+    encoders, texts = _models(run)
+    models = list(encoders)
     public_rows = index_of_ids(table.ids, sets["X"], "split set X")
     if len(public_rows) < c.vlm.k:
         raise DataError(f"config key 'vlm.k' = {c.vlm.k} is larger than the public set X ({len(public_rows)} images); "
@@ -108,7 +124,7 @@ def stage_vlm(run: Run) -> Path:
 
     def images(rows: np.ndarray, what: str) -> dict[str, np.ndarray]:
         source = image_source(table, rows, c.data.image_size, c.data.workers)
-        batches = (eval_images(b, c.data.input_size) for b in source.batches(batch_chunks(len(rows), c.attack.batch_size)))
+        batches = (eval_images(b, input_side(c)) for b in source.batches(batch_chunks(len(rows), c.attack.batch_size)))
         raw = embed_batches(encoders, batches, "projector", device)
         return {m: F.normalize(torch.from_numpy(stored_embeddings(raw[m], m, what, "float32")), dim=1).numpy() for m in raw}
 
@@ -117,12 +133,11 @@ def stage_vlm(run: Run) -> Path:
     # The text-only reference's index: X's captions alone.
     text_index = TfidfCaptions(table.captions[public_rows]) if c.vlm.reference == "text" else None
     per_set, arrays = {}, {}
-    for name in ("A", "B", "T"):
+    for name in query_sets_of(c):
         rows = index_of_ids(table.ids, sets[name], f"split set {name}")
-        tokens = tokenize(table.captions[rows], c.train.clip.context_length)
-        text = {m: stored_embeddings(embed_captions(texts[m], tokens, c.attack.batch_size, device), m,
-                                     f"captions of set {name}", "float32") for m in MODELS}
-        neighbours = {m: knn(text[m], public[m], c.vlm.k, c.attack.backend)[1] for m in MODELS}
+        text = {m: stored_embeddings(embed_captions(texts[m], texts[m].tokenize(table.captions[rows]), c.attack.batch_size,
+                                                    device), m, f"captions of set {name}", "float32") for m in models}
+        neighbours = {m: knn(text[m], public[m], c.vlm.k, c.attack.backend)[1] for m in models}
         if text_index is not None:
             neighbours["text"] = text_index.nearest(table.captions[rows], c.vlm.k)
         per_set[name] = (rows, _records(table, rows, neighbours, public_objects), text)
@@ -132,13 +147,17 @@ def stage_vlm(run: Run) -> Path:
     m = c.metrics
     other = {"A": "B", "B": "A"} if text_index is None else {"A": "text", "B": "text"}
     directions = {name: _direction(per_set[name][1], name, other[name], np.arange(len(per_set[name][0])))
-                  for name in MODELS}
+                  for name in models}
     summary = gap_summary(directions, m.bootstrap, m.ci_level, run.seeds["bootstrap"])
     summary["directions"] = {name: gap_summary({name: d}, m.bootstrap, m.ci_level, run.seeds["bootstrap"])
                              for name, d in directions.items()}
     t_rows, t_records, t_text = per_set["T"]
-    first = np.random.default_rng(run.seeds["control_split"]).permutation(len(t_rows)) < len(t_rows) // 2
-    control = {"T1": _direction(t_records, "A", other["A"], first), "T2": _direction(t_records, "B", other["B"], ~first)}
+    if len(models) == 2:
+        first = np.random.default_rng(run.seeds["control_split"]).permutation(len(t_rows)) < len(t_rows) // 2
+        control = {"T1": _direction(t_records, "A", other["A"], first), "T2": _direction(t_records, "B", other["B"], ~first)}
+    else:  # a one-model audit: all of T is the target's control
+        first = np.ones(len(t_rows), dtype=bool)
+        control = {"T": _direction(t_records, "A", other["A"], first)}
     summary["control"] = gap_summary(control, m.bootstrap, m.ci_level, run.seeds["bootstrap"])
     summary["reference"] = c.vlm.reference
     if text_index is not None:  # another kind of reference differs on T too: test the gap beyond the control's
@@ -147,7 +166,9 @@ def stage_vlm(run: Run) -> Path:
             test = excess_over_control(sign_scores(directions, measure), sign_scores(control, measure), m.bootstrap,
                                        m.ci_level, run.seeds["bootstrap"])
             summary["excess"].update({name: test["gap"], f"{name}_p": test["p"], f"{name}_ci": test["ci"]})
-    summary["retrieval"], failures = _retrieval(t_text, images(t_rows, "images of set T"), c.vlm.k, m.alpha)
+    advice = ("check the checkpoint, model.arch and the input (model.image_size, model.mean, model.std)" if c.model.audited
+              else "train longer (train.epochs) or check train.lr")
+    summary["retrieval"], failures = _retrieval(t_text, images(t_rows, "images of set T"), c.vlm.k, m.alpha, advice)
     summary["k"] = c.vlm.k
     summary["verdict"] = vlm_verdict({**summary, "failures": failures}, m.alpha)
     _write_samples(run, table, per_set, first, other)
