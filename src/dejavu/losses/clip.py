@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +21,14 @@ def clip_loss(image_z: torch.Tensor, text_z: torch.Tensor, *, log_scale: torch.T
         >>> round(float(clip_loss(z, z, log_scale=torch.tensor(0.0))), 4)
         0.5514
     """
+    scale = log_scale.clamp(max=MAX_LOGIT_SCALE).exp()
+    return _open_clip_loss()(F.normalize(image_z, dim=1), F.normalize(text_z, dim=1), scale)
+
+
+@lru_cache(maxsize=1)
+def _open_clip_loss():
+    """One open_clip ClipLoss for the process: with its defaults (no label cache, one process's features) it
+    holds no state between calls, so every step can share it."""
     from open_clip.loss import ClipLoss  # seconds to import: only CLIP runs pay for it
 
-    scale = log_scale.clamp(max=MAX_LOGIT_SCALE).exp()
-    return ClipLoss()(F.normalize(image_z, dim=1), F.normalize(text_z, dim=1), scale)
+    return ClipLoss()
