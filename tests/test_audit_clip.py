@@ -19,6 +19,7 @@ from dejavu.config import load_config
 from dejavu.data.records import index_of_ids
 from dejavu.errors import ConfigError
 from dejavu.models.outside import load_outside, register_module
+from dejavu.models.outside_clip import absolute_arch
 from dejavu.runs import Run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -138,9 +139,15 @@ def test_a_clip_audit_that_cannot_work_is_refused_naming_the_key(overrides, mess
 def test_an_unknown_or_malformed_open_clip_config_is_one_line_naming_it(files, tmp_path):
     _, paths = files
     (tmp_path / "bad.json").write_text(json.dumps({"embed_dim": 32}))
+    # Configs open_clip would complete from the Hugging Face Hub: refused, never downloaded.
+    (tmp_path / "hf_text.json").write_text(json.dumps({**TINY, "text_cfg": {"hf_model_name": "bert-base-uncased"}}))
+    (tmp_path / "hub_tokenizer.json").write_text(json.dumps(
+        {**TINY, "text_cfg": {**TINY["text_cfg"], "hf_tokenizer_name": "timm/ViT-B-16-SigLIP"}}))
     for arch, message in (("open_clip:NoSuchNet", "open_clip has no such model config"),
                           (f"open_clip:{tmp_path / 'bad.json'}", "is not an open_clip model config"),
-                          (f"open_clip:{tmp_path}", "holds no open_clip_config.json")):
+                          (f"open_clip:{tmp_path}", "holds no open_clip_config.json"),
+                          (f"open_clip:{tmp_path / 'hf_text.json'}", "Hugging Face model 'bert-base-uncased'"),
+                          (f"open_clip:{tmp_path / 'hub_tokenizer.json'}", "tokenizer comes from the Hugging Face Hub")):
         config = load_config(CLIP_SMOKE, [f"model.target={paths['A']}", f"model.arch={arch}", "vlm.reference=text"])
         with pytest.raises(ConfigError, match=message) as error:
             load_outside(config, "A")
@@ -153,6 +160,14 @@ def test_the_command_line_without_reference_is_the_one_model_test_whatever_the_c
     for argv in (["--reference", "b.pt"], ["model.reference=b.pt"]):
         args = parse(["audit", "--out", "o", "--target", "a.pt", *argv])
         assert 'model.reference=""' not in _shorthand_overrides(args)
+
+
+def test_a_relative_open_clip_config_path_is_recorded_absolute(files, monkeypatch):
+    config, _ = files
+    monkeypatch.chdir(config.parent)
+    args = _parser().parse_args(["audit", "--out", "o", "--target", "a.pt", "--arch", f"open_clip:{config.name}"])
+    assert f'model.arch={json.dumps(f"open_clip:{config.resolve()}")}' in _shorthand_overrides(args)
+    assert absolute_arch("open_clip:ViT-B-32") == "open_clip:ViT-B-32" and absolute_arch("resnet18") == "resnet18"
 
 
 def test_an_open_clip_module_object_embeds_as_open_clip_and_is_left_unchanged(files):
@@ -171,3 +186,7 @@ def test_an_open_clip_module_object_embeds_as_open_clip_and_is_left_unchanged(fi
         assert torch.allclose(loaded.text(torch.from_numpy(tokens)), model.encode_text(torch.from_numpy(tokens)))
     assert model.visual.proj is not None, "the caller's module keeps its projection"
     assert loaded.encoder.layers == ["backbone", "projector"] and loaded.text.output_dim == TINY["embed_dim"]
+    # model.std set alone: the model's own mean stays.
+    std_only = load_outside(load_config(CLIP_SMOKE, [f"model.target={name}", f"model.arch=open_clip:{config}",
+                                                     "vlm.reference=text", "model.std=[0.3,0.3,0.3]"]), "A")
+    assert std_only.source["mean"] == pytest.approx(OPENAI_MEAN) and std_only.source["std"] == [0.3, 0.3, 0.3]

@@ -21,6 +21,7 @@ from dejavu.config import Config, config_from_dict, load_config
 from dejavu.errors import ConfigError, RunFolderError
 from dejavu.metrics.schema import MetricsFile, read_metrics
 from dejavu.models.outside import register_module
+from dejavu.models.outside_clip import absolute_arch
 from dejavu.runs import Run, folder_lock, read_json
 from dejavu.stages import finished_stages_hold, run_all
 
@@ -122,7 +123,7 @@ def audit(target: str | Path | nn.Module, reference: str | Path | nn.Module | No
     # None is the one-model test, also when the config given is a two-model audit's.
     keys["model.reference"] = _model(reference) if reference is not None else ""
     if arch is not None:
-        keys["model.arch"] = arch
+        keys["model.arch"] = absolute_arch(arch)
     keys.update({key.replace("__", "."): value for key, value in overrides.items()})
     resolved = config_for(folder, config, _overrides(keys))
     refuse_trained_folder(folder)

@@ -18,6 +18,7 @@ from dejavu.data.examples import write_examples
 from dejavu.errors import ConfigError, DejavuError, RunFolderError, os_error_message
 from dejavu.launch.slurm import SlurmRequest, submit
 from dejavu.metrics.schema import read_metrics
+from dejavu.models.outside_clip import absolute_arch
 from dejavu.runs import Run, folder_lock, read_json
 from dejavu.stages import (
     COMMANDS, STAGE_BY_NAME, finished_stages_hold, run_all, run_stage, set_threads, upstream_of,
@@ -59,8 +60,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="model.reference: the reference's checkpoint (trained on B and the shared set, same recipe); "
                             "absent: the one-model test, against a correlation classifier trained on B and X")
     audit.add_argument("--arch", metavar="NAME",
-                       help="model.arch: convnet, resnet18/50/101, vit_tiny/small/base or timm:NAME (default: the "
-                            "config's train.backbone with its train.* settings)")
+                       help="model.arch: convnet, resnet18/50/101, vit_tiny/small/base, timm:NAME or open_clip:NAME (a "
+                            "CLIP: an open_clip config name, model-config JSON or release folder; default: the config's "
+                            "train.backbone with its train.* settings)")
     sweep = sub.add_parser("sweep", allow_abbrev=False,
                            help="a study: one run per point of one or more grids of config keys (x seeds); points "
                                 "that differ only after training share it; CSVs, figures and an index.html "
@@ -199,7 +201,7 @@ def _shorthand_overrides(args: argparse.Namespace) -> list[str]:
     if getattr(args, "target", None) and not getattr(args, "reference", None) and not named:
         extra.append('model.reference=""')  # no --reference is the one-model test, whatever --config names
     if getattr(args, "arch", None):
-        extra.append(f"model.arch={json.dumps(args.arch)}")
+        extra.append(f"model.arch={json.dumps(absolute_arch(args.arch))}")
     return extra
 
 

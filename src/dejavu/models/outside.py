@@ -39,7 +39,8 @@ from dejavu.models.checkpoint import Checkpoint, file_provenance, read_checkpoin
 from dejavu.models.encoder import Encoder
 from dejavu.models.heads import projector as build_projector
 from dejavu.models.matching import load_projector, match_state, projector_spec, projector_weights
-from dejavu.models.outside_clip import OPEN_CLIP, ClipText, build as build_open_clip, image_side, preprocess_stats
+from dejavu.models.outside_clip import OPEN_CLIP, ClipText, build as build_open_clip, check_offline, image_side
+from dejavu.models.outside_clip import preprocess_stats
 from dejavu.models.outside_clip import script_state, split_image_tower
 
 # The normalisation of dejavu's evaluation tensors (dejavu.data.augment.MEAN / STD): what Preprocess undoes.
@@ -219,13 +220,15 @@ def _open_clip(config: Any, checkpoint: Checkpoint | None, module: nn.Module | N
     model.std were set to something other than dejavu's)."""
     m = config.model
     name = m.arch.removeprefix(OPEN_CLIP)
+    check_offline(name)
     if checkpoint is None:
         if not (isinstance(getattr(module, "visual", None), nn.Module) and callable(getattr(module, "encode_text", None))):
             raise ConfigError(f"config key 'model.arch' = {m.arch!r}, but the {label} is a {type(module).__name__}, "
                               "not an open_clip model (with visual and encode_text)")
-        model = copy.deepcopy(module)  # the tower is split below: the caller's object stays as it was
+        # The tower is split below: the caller's object stays as it was (and where it was: a GPU, half precision).
+        model = copy.deepcopy(module).to("cpu", torch.float32)
     else:
-        model = build_open_clip(name)
+        model = build_open_clip(name, m.image_size)
         matched = match_state(script_state(checkpoint.state, model), model.state_dict(), checkpoint.path, strict=m.strict,
                               what="the open_clip model", arch=m.arch)
         _load(model, matched, checkpoint.path, source)
@@ -233,8 +236,9 @@ def _open_clip(config: Any, checkpoint: Checkpoint | None, module: nn.Module | N
     model.eval()
     text = ClipText(model, name)
     backbone, head = split_image_tower(model)
-    unset = (list(m.mean), list(m.std)) == (list(DEJAVU_MEAN), list(DEJAVU_STD))
-    mean, std = preprocess_stats(model) if unset else (list(m.mean), list(m.std))
+    own_mean, own_std = preprocess_stats(model)  # dejavu's defaults stand for "unset" with these models
+    mean = own_mean if tuple(m.mean) == DEJAVU_MEAN else list(m.mean)
+    std = own_std if tuple(m.std) == DEJAVU_STD else list(m.std)
     return backbone, head, "", text, mean, std
 
 

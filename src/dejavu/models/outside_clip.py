@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,13 @@ from dejavu.errors import ConfigError
 OPEN_CLIP = "open_clip:"
 # Keys OpenAI's TorchScript archives hold beside the weights (open_clip's own loader drops them too).
 SCRIPT_EXTRAS = ("input_resolution", "context_length", "vocab_size")
+
+
+def absolute_arch(arch: str) -> str:
+    """``open_clip:PATH`` with an existing PATH made absolute (the run folder is resumed from anywhere); any
+    other ``model.arch`` as it is."""
+    path = Path(arch.removeprefix(OPEN_CLIP)).expanduser()
+    return f"{OPEN_CLIP}{path.resolve()}" if arch.startswith(OPEN_CLIP) and path.exists() else arch
 
 
 def _refuse(name: str, why: str) -> ConfigError:
@@ -58,14 +66,21 @@ def _identifier(name: str) -> str:
         if not (isinstance(config, dict) and all(key in config for key in ("embed_dim", "vision_cfg", "text_cfg"))):
             raise _refuse(name, f"'{path}' is not an open_clip model config: expected an object with embed_dim, "
                                 "vision_cfg and text_cfg (as open_clip/model_configs/ViT-B-32.json)")
-        # Registered again at every call: another file of the same stem may have replaced it in this process.
-        open_clip.add_model_config(path)
+        _register(str(path.resolve()), path.stat().st_mtime_ns)
         return path.stem
     if name not in open_clip.list_models():
         known = ", ".join(m for m in open_clip.list_models() if m in ("RN50", "ViT-B-32", "ViT-B-16", "ViT-L-14"))
         raise _refuse(name, f"open_clip has no such model config (e.g. {known}; or a model-config JSON file, or a "
                             "folder holding open_clip_config.json)")
     return name
+
+
+@lru_cache(maxsize=None)
+def _register(path: str, modified: int) -> None:
+    """open_clip's registry learns the JSON file (once per version of it: every call re-reads all its configs)."""
+    import open_clip  # seconds to import: only open_clip audits pay for it
+
+    open_clip.add_model_config(Path(path))
 
 
 def _model_config(name: str) -> dict[str, Any]:
@@ -77,6 +92,7 @@ def _model_config(name: str) -> dict[str, Any]:
     return open_clip.get_model_config(identifier)
 
 
+@lru_cache(maxsize=64)
 def image_side(name: str) -> int:
     """The side the model's image tower takes (its ``vision_cfg.image_size``): ``model.image_size=0`` means it."""
     size = _model_config(name)["vision_cfg"].get("image_size", 224)
@@ -94,17 +110,32 @@ def _quiet():
         logging.disable(previous)
 
 
-def build(name: str) -> nn.Module:
-    """The open_clip model of NAME with random weights (the audited file's are loaded into it), on the CPU."""
+def check_offline(name: str) -> None:
+    """Refuse, before any work, a model that open_clip would complete from the Hugging Face Hub: a Hugging Face
+    text tower, or a Hub tokenizer (one in a release folder is local). Nothing an audit builds is downloaded."""
+    identifier = _identifier(name)
+    text = _model_config(name).get("text_cfg", {})
+    if text.get("hf_model_name"):
+        raise _refuse(name, f"its text tower is the Hugging Face model '{text['hf_model_name']}', which open_clip "
+                            "downloads; dejavu audits open_clip models built from their config alone")
+    hub_tokenizer = text.get("hf_tokenizer_name") or ("siglip" in identifier.lower())
+    if hub_tokenizer and not identifier.startswith("local-dir:"):
+        raise _refuse(name, "its tokenizer comes from the Hugging Face Hub; give the release folder that holds it "
+                            "(model.arch=open_clip:FOLDER with open_clip_config.json and the tokenizer's files)")
+
+
+def build(name: str, image_size: int = 0) -> nn.Module:
+    """The open_clip model of NAME with random weights (the audited file's are loaded into it), on the CPU;
+    ``image_size``: the side it was trained at when not its config's (open_clip_train's --force-image-size)."""
     import open_clip  # seconds to import: only open_clip audits pay for it
 
-    identifier = _identifier(name)
+    check_offline(name)
     try:
         with _quiet():
-            return open_clip.create_model(identifier, pretrained=None, load_weights=False, pretrained_image=False,
-                                          pretrained_text=False)
+            return open_clip.create_model(_identifier(name), pretrained=None, load_weights=False, pretrained_image=False,
+                                          pretrained_text=False, force_image_size=image_size or None)
     except (RuntimeError, ValueError, OSError, ImportError, KeyError, TypeError) as exc:
-        raise _refuse(name, f"open_clip cannot build it here without downloading ({' '.join(str(exc).split())[:200]})") from None
+        raise _refuse(name, f"open_clip cannot build it ({' '.join(str(exc).split())[:200]})") from None
 
 
 def tokenizer(name: str):
@@ -115,8 +146,7 @@ def tokenizer(name: str):
         with _quiet():
             return open_clip.get_tokenizer(_identifier(name))
     except (RuntimeError, ValueError, OSError, ImportError, KeyError) as exc:
-        raise _refuse(name, f"open_clip cannot make its tokenizer here without downloading "
-                            f"({' '.join(str(exc).split())[:200]})") from None
+        raise _refuse(name, f"open_clip cannot make its tokenizer ({' '.join(str(exc).split())[:200]})") from None
 
 
 def split_image_tower(model: nn.Module) -> tuple[nn.Module, nn.Module]:
@@ -153,17 +183,22 @@ class ClipText(nn.Module):
 
     @property
     def output_dim(self) -> int:
+        device = next(self.model.parameters()).device
         with torch.no_grad():
-            return int(self.model.encode_text(torch.from_numpy(self.tokenize(["a"]))).shape[1])
+            return int(self.model.encode_text(torch.from_numpy(self.tokenize(["a"])).to(device)).shape[1])
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.model.encode_text(tokens)
 
 
 def preprocess_stats(model: nn.Module) -> tuple[list[float], list[float]]:
-    """The mean and std the model was trained with (open_clip records them with its config)."""
+    """The mean and std the model was trained with: what open_clip records with its config, else open_clip's
+    default (OpenAI's), as for a model built directly from its class."""
+    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD  # only open_clip audits need them
+
     cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
-    return [float(v) for v in cfg.get("mean", (0.5,) * 3)], [float(v) for v in cfg.get("std", (0.5,) * 3)]
+    return ([float(v) for v in cfg.get("mean", OPENAI_DATASET_MEAN)],
+            [float(v) for v in cfg.get("std", OPENAI_DATASET_STD)])
 
 
 def script_state(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:

@@ -5,6 +5,7 @@ points), and a table linking every point's report.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -33,16 +34,20 @@ def _by_value(rows: Sequence[Mapping[str, Any]], key: str) -> tuple[list[Any], d
 
 
 def _series(groups, values, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean, min and max over the rows at each value (min = max = mean for one seed)."""
+    """Mean, min and max over the rows at each value (min = max = mean for one seed; NaN where no row has it)."""
     stats = [[_number(row.get(metric)) for row in groups[str(v)]] for v in values]
-    return (np.array([np.nanmean(s) for s in stats]), np.array([np.nanmin(s) for s in stats]),
-            np.array([np.nanmax(s) for s in stats]))
+    with warnings.catch_warnings():  # a value whose rows all lack the metric (e.g. no excess) is NaN, not a warning
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return (np.array([np.nanmean(s) for s in stats]), np.array([np.nanmin(s) for s in stats]),
+                np.array([np.nanmax(s) for s in stats]))
 
 
 def _sd(groups, values, metric: str) -> np.ndarray:
-    """Sample standard deviation over the rows at each value (0 for one row)."""
-    return np.array([np.nanstd([_number(row.get(metric)) for row in groups[str(v)]], ddof=1)
-                     if len(groups[str(v)]) > 1 else 0.0 for v in values])
+    """Sample standard deviation over the rows at each value (0 for one row; NaN where no row has it)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.array([np.nanstd([_number(row.get(metric)) for row in groups[str(v)]], ddof=1)
+                         if len(groups[str(v)]) > 1 else 0.0 for v in values])
 
 
 def _label_x(axes_list, values: Sequence[Any], key: str) -> None:

@@ -32,8 +32,9 @@ class FullImages:
         c = self.run.config
         source = image_source(self.table, rows, c.data.image_size, c.data.workers)
         chunks = batch_chunks(len(rows), c.attack.batch_size)
+        side = input_side(c)
         stacked = embed_batches({model: self.stacks[model] for model in models},
-                                (eval_images(images, input_side(c)) for images in source.batches(chunks)),
+                                (eval_images(images, side) for images in source.batches(chunks)),
                                 self.stacks[models[0]].key, self.device)
         return {model: self.stacks[model].split(stacked[model]) for model in models}
 

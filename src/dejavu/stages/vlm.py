@@ -122,9 +122,11 @@ def stage_vlm(run: Run) -> Path:
         raise DataError(f"config key 'vlm.k' = {c.vlm.k} is larger than the public set X ({len(public_rows)} images); "
                         "lower it")
 
+    side = input_side(c)
+
     def images(rows: np.ndarray, what: str) -> dict[str, np.ndarray]:
         source = image_source(table, rows, c.data.image_size, c.data.workers)
-        batches = (eval_images(b, input_side(c)) for b in source.batches(batch_chunks(len(rows), c.attack.batch_size)))
+        batches = (eval_images(b, side) for b in source.batches(batch_chunks(len(rows), c.attack.batch_size)))
         raw = embed_batches(encoders, batches, "projector", device)
         return {m: F.normalize(torch.from_numpy(stored_embeddings(raw[m], m, what, "float32")), dim=1).numpy() for m in raw}
 
