@@ -16,6 +16,8 @@ between them:
   (--extra)              any other settings: config overrides and environment variables in one string,
                          e.g. --extra "GOMP_SPINCOUNT=10000" "threads=1 GOMP_SPINCOUNT=300000"
 
+(--only LABEL ... keeps only the built-in settings named.)
+
 It prints a Markdown table: per level and setting the median, minimum and maximum seconds of a run
 over all runs of all rounds, and the ratio of each median to the best median of that level.
 
@@ -47,6 +49,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="rounds per level and setting")
     parser.add_argument("--config", default=str(ROOT / "configs" / "smoke.yaml"), help="the config each run uses")
     parser.add_argument("--overrides", nargs="*", default=[], help="KEY=VALUE overrides of every run (the workload)")
+    parser.add_argument("--only", nargs="*", default=None, metavar="LABEL",
+                        help="time only these of the built-in settings (default, threads=1, "
+                             f"GOMP_SPINCOUNT={LIBGOMP_SPIN}), e.g. --only default threads=1")
     parser.add_argument("--extra", nargs="*", default=[],
                         help="more settings, each one string of config overrides and environment variables, "
                              "e.g. 'threads=1 GOMP_SPINCOUNT=300000'")
@@ -57,6 +62,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--concurrency {args.concurrency!r}: expected comma-separated counts, e.g. 1,3")
     if min(args.levels) < 1 or args.repeats < 1:
         parser.error("--concurrency counts and --repeats must be positive")
+    known = [label for label, _, _ in settings([])]
+    unknown = [label for label in args.only or [] if label not in known]
+    if unknown:
+        parser.error(f"--only {' '.join(unknown)}: not a built-in setting; choose among {', '.join(known)}")
     return args
 
 
@@ -67,9 +76,10 @@ def _setting(text: str) -> tuple[str, list[str], dict[str, str]]:
     return text, [w for w in words if not w.split("=", 1)[0].isupper()], env
 
 
-def settings(extra: list[str]) -> list[tuple[str, list[str], dict[str, str]]]:
-    """(label, overrides, environment) of each setting."""
+def settings(extra: list[str], only: list[str] | None = None) -> list[tuple[str, list[str], dict[str, str]]]:
+    """(label, overrides, environment) of each setting: the built-in ones (those named in ``only``), then ``extra``."""
     chosen = [("default", [], {}), _setting("threads=1"), _setting(f"GOMP_SPINCOUNT={LIBGOMP_SPIN}")]
+    chosen = [setting for setting in chosen if only is None or setting[0] in only]
     return chosen + [_setting(text) for text in extra]
 
 
@@ -99,7 +109,7 @@ def one_round(count: int, config: str, overrides: list[str], extra_env: dict[str
 
 
 def measure(args: argparse.Namespace) -> dict[tuple[int, str], list[float]]:
-    chosen = settings(args.extra)
+    chosen = settings(args.extra, args.only)
     times: dict[tuple[int, str], list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="dejavu-contention-") as folder:
         work = Path(folder)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torchvision
 from torch import nn
 
 from dejavu.config.specs import resolve_patch_size
@@ -17,13 +16,15 @@ _VIT_SIZES = {
     "vit_small": (12, 6, 384, 1536),
     "vit_base": (12, 12, 768, 3072),
 }
-_RESNETS = {
-    "resnet18": torchvision.models.resnet18,
-    "resnet50": torchvision.models.resnet50,
-    "resnet101": torchvision.models.resnet101,
-}
+_RESNETS = ("resnet18", "resnet50", "resnet101")
 # What build_backbone builds (a test checks train.backbone's choices name exactly these).
 BACKBONES = ("convnet", *_RESNETS, *_VIT_SIZES)
+
+
+def _torchvision_models():
+    import torchvision.models  # a second to import: ResNets and ViTs pay for it, not every command's start
+
+    return torchvision.models
 
 
 class ConvNet(nn.Module):
@@ -62,7 +63,7 @@ def resnet(name: str = "resnet18", stem: str = "small") -> nn.Module:
         >>> resnet("resnet50", "imagenet").out_features
         2048
     """
-    net = _RESNETS[name](weights=None)
+    net = getattr(_torchvision_models(), name)(weights=None)
     if stem == "small":
         net.conv1 = nn.Conv2d(3, net.conv1.out_channels, 3, stride=1, padding=1, bias=False)
         net.maxpool = nn.Identity()
@@ -102,7 +103,7 @@ def vit(name: str, input_size: int = 32, patch_size: int = 0) -> nn.Module:
         192
     """
     num_layers, num_heads, hidden_dim, mlp_dim = _VIT_SIZES[name]
-    net = torchvision.models.VisionTransformer(
+    net = _torchvision_models().VisionTransformer(
         image_size=input_size,
         patch_size=resolve_patch_size(patch_size, input_size),
         num_layers=num_layers,

@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import torch
-from diffusers import UNet2DModel
 from torch import nn
 
 from dejavu.config.validation import check_decoder_levels, check_guidance
@@ -99,6 +98,8 @@ class ConditionalDecoder(nn.Module):
         self.project = nn.Linear(condition_width, time_width)
         # The learnt "no condition" of classifier-free guidance (in the projection's output space).
         self.null_condition = nn.Parameter(torch.zeros(time_width))
+        from diffusers import UNet2DModel  # half a second to import: only the reconstruction builds decoders
+
         self.unet = UNet2DModel(
             sample_size=side, in_channels=3, out_channels=3, block_out_channels=tuple(settings.channels),
             down_block_types=down, up_block_types=up, layers_per_block=settings.layers_per_block,

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
@@ -36,10 +35,12 @@ class Fitted:
     losses: list[float]
 
 
-def _scheduler(settings: DecoderSettings) -> DDPMScheduler:
+def _scheduler(settings: DecoderSettings):
     # The linear beta schedule of DDPM (Ho et al. 2020), 1e-4 to 0.02 over 1000 steps, scaled by 1000 / steps
     # as guided diffusion does for other step counts: fewer steps must still end in (nearly) pure noise, or
     # sampling, which starts from pure noise, begins where the training never was.
+    from diffusers import DDPMScheduler  # half a second to import: only the reconstruction needs it
+
     scale = 1000 / settings.diffusion_steps
     return DDPMScheduler(num_train_timesteps=settings.diffusion_steps, beta_schedule="linear",
                          beta_start=1e-4 * scale, beta_end=min(0.02 * scale, 0.999),
@@ -191,6 +192,8 @@ def sample(decoder: ConditionalDecoder, conditions: torch.Tensor, settings: Deco
                          for s in seeds]) if len(seeds) else torch.zeros((0, samples, 3, side, side))
     flat_noise = noise.reshape(-1, 3, side, side)
     flat_conditions = conditions.float().repeat_interleave(samples, dim=0)
+    from diffusers import DDIMScheduler  # half a second to import: only the reconstruction needs it
+
     scheduler = DDIMScheduler.from_config(_scheduler(settings).config)
     scheduler.set_timesteps(steps)
     out = []

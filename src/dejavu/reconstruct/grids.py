@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.utils import make_grid
 
 from dejavu.runs import atomic_path
 
@@ -26,6 +25,8 @@ def grid_image(crops01: torch.Tensor, samples: list[torch.Tensor], padding: int 
         if index < len(samples) - 1:
             parts.append(blank)
     rows = torch.cat(parts, dim=1)
+    from torchvision.utils import make_grid  # a second to import: only the reconstruction's grids need it
+
     grid = make_grid(rows.reshape(-1, 3, side, side), nrow=rows.shape[1], padding=padding, pad_value=1.0)
     return (grid.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
 
