@@ -110,7 +110,6 @@ def gap_summary(directions: dict[str, dict[str, np.ndarray]], bootstrap: int, le
     return out
 
 
-
 def retrieval_recall(text: np.ndarray, images: np.ndarray, k: int) -> float:
     """Share of captions whose own image (same row) is among their ``k`` most similar images (rows of L2-normal
     embeddings): whether a CLIP model matches captions with images at all."""

@@ -191,7 +191,8 @@ def load_outside(config: Any, model: str) -> Loaded:
         source.update(path=where, format="module object", sha256=checkpoint_digest(where))
         arch = f"{type(module).__name__} (a module object)"
         if m.arch.startswith(OPEN_CLIP):
-            network, head, spec, text, mean, std = _open_clip(config, None, module, source, label)
+            network, head, text, mean, std = _open_clip(config, None, module, source, label)
+            spec = ""  # the projection is the model's own, not dejavu's projector layout
         else:
             network, head, spec = _split_module(module)
     else:
@@ -199,8 +200,8 @@ def load_outside(config: Any, model: str) -> Loaded:
         source.update(file_provenance(where), format=checkpoint.format, nested=checkpoint.nested,
                       ignored=checkpoint.ignored)
         if m.arch.startswith(OPEN_CLIP):
-            network, head, spec, text, mean, std = _open_clip(config, checkpoint, None, source, label)
-            arch = m.arch
+            network, head, text, mean, std = _open_clip(config, checkpoint, None, source, label)
+            spec, arch = "", m.arch
         else:
             network, head, spec, arch = _network(config, checkpoint, source)
     preprocess = Preprocess(mean, std, m.resize, m.crop_fraction)
@@ -214,7 +215,7 @@ def load_outside(config: Any, model: str) -> Loaded:
 
 
 def _open_clip(config: Any, checkpoint: Checkpoint | None, module: nn.Module | None, source: dict[str, Any],
-               label: str) -> tuple[nn.Module, nn.Module, str, ClipText, list[float], list[float]]:
+               label: str) -> tuple[nn.Module, nn.Module, ClipText, list[float], list[float]]:
     """An open_clip model (built from ``model.arch`` and the file's weights, or a module object): its image tower
     as backbone and projector, its text side, and the mean and std it takes (its own unless model.mean /
     model.std were set to something other than dejavu's)."""
@@ -239,7 +240,7 @@ def _open_clip(config: Any, checkpoint: Checkpoint | None, module: nn.Module | N
     own_mean, own_std = preprocess_stats(model)  # dejavu's defaults stand for "unset" with these models
     mean = own_mean if tuple(m.mean) == DEJAVU_MEAN else list(m.mean)
     std = own_std if tuple(m.std) == DEJAVU_STD else list(m.std)
-    return backbone, head, "", text, mean, std
+    return backbone, head, text, mean, std
 
 
 def input_side(config: Any) -> int:

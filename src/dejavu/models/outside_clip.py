@@ -126,10 +126,10 @@ def check_offline(name: str) -> None:
 
 def build(name: str, image_size: int = 0) -> nn.Module:
     """The open_clip model of NAME with random weights (the audited file's are loaded into it), on the CPU;
-    ``image_size``: the side it was trained at when not its config's (open_clip_train's --force-image-size)."""
+    ``image_size``: the side it was trained at when not its config's (open_clip_train's --force-image-size).
+    The caller has refused what would be downloaded (:func:`check_offline`)."""
     import open_clip  # seconds to import: only open_clip audits pay for it
 
-    check_offline(name)
     try:
         with _quiet():
             return open_clip.create_model(_identifier(name), pretrained=None, load_weights=False, pretrained_image=False,

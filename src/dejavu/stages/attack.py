@@ -15,7 +15,7 @@ from dejavu.data.records import index_of_ids
 from dejavu.data.sources import crop_batches, image_source
 from dejavu.errors import CheckpointError, DataError, ModelError
 from dejavu.models.encoder import build_encoder
-from dejavu.models.outside import check_pair, input_side, load_outside
+from dejavu.models.outside import Loaded, check_pair, input_side, load_outside
 from dejavu.runs import Run, save_npz
 from dejavu.stages.declaration import WHICH_MODELS, Stage, fingerprint
 from dejavu.stages.train import TRAIN
@@ -67,10 +67,16 @@ def load_encoders(run: Run) -> dict[str, torch.nn.Module]:
     c = run.config
     if not c.model.audited:
         return {model: load_encoder(run, model) for model in MODELS}
-    loaded = {model: load_outside(c, model) for model in models_of(c)}
+    return {model: item.encoder for model, item in load_outside_models(c, c.attack.layer).items()}
+
+
+def load_outside_models(config, layer: str) -> dict[str, Loaded]:
+    """An audit's models (the target alone in the one-model test), checked to be of one network with equal
+    embedding widths at ``layer``."""
+    loaded = {model: load_outside(config, model) for model in models_of(config)}
     if "B" in loaded:
-        check_pair(loaded["A"], loaded["B"], c.attack.layer)
-    return {model: item.encoder for model, item in loaded.items()}
+        check_pair(loaded["A"], loaded["B"], layer)
+    return loaded
 
 
 def batch_chunks(count: int, batch: int) -> list[np.ndarray]:

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import binomtest
 
-from dejavu.artifacts import MODELS, VLM_COLUMNS, load_split, load_table, models_of, query_sets_of, write_csv
+from dejavu.artifacts import MODELS, VLM_COLUMNS, load_split, load_table, query_sets_of, write_csv
 from dejavu.attack.embed import embed_batches
 from dejavu.attack.neighbours import knn
 from dejavu.data.augment import eval_images
@@ -24,10 +24,12 @@ from dejavu.attack.text_reference import TfidfCaptions
 from dejavu.metrics.vlm import (
     excess_over_control, gap_summary, precision_recall, predicted_objects, retrieval_recall, sign_scores, vlm_verdict,
 )
-from dejavu.models.outside import check_pair, input_side, load_outside
+from dejavu.models.outside import input_side
 from dejavu.models.text import TextEncoder, build_text_encoder
 from dejavu.runs import Run, save_npz, write_json
-from dejavu.stages.attack import ENCODER_KEYS, SPEED_KEYS, batch_chunks, load_encoder, stored_embeddings
+from dejavu.stages.attack import (
+    ENCODER_KEYS, SPEED_KEYS, batch_chunks, load_encoder, load_outside_models, stored_embeddings,
+)
 from dejavu.stages.declaration import Stage, fingerprint
 from dejavu.stages.train import TRAIN
 from dejavu import distributed
@@ -61,9 +63,7 @@ def _models(run: Run) -> tuple[dict[str, torch.nn.Module], dict[str, torch.nn.Mo
     if not c.model.audited:
         encoders = {model: load_encoder(run, model) for model in MODELS}
         return encoders, {model: load_text_encoder(run, model, encoders[model].out_features) for model in MODELS}
-    loaded = {model: load_outside(c, model) for model in models_of(c)}
-    if "B" in loaded:
-        check_pair(loaded["A"], loaded["B"], "projector")
+    loaded = load_outside_models(c, "projector")  # the joint space the captions are retrieved in
     return {m: item.encoder for m, item in loaded.items()}, {m: item.text for m, item in loaded.items()}
 
 
