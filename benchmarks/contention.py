@@ -39,6 +39,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from dejavu.metrics.outcomes import EXIT_CODES
+
 ROOT = Path(__file__).resolve().parents[1]
 LIBGOMP_SPIN = "300000"  # libgomp's own default: ~3 ms of spinning before a thread sleeps
 
@@ -88,6 +90,10 @@ def _environment(extra: dict[str, str]) -> dict[str, str]:
     return {**env, **extra}
 
 
+# `dejavu run`'s exit codes of a finished run: a verdict, no verdict, inconclusive (dejavu.metrics.outcomes).
+FINISHED = (EXIT_CODES["detected"], EXIT_CODES["no_verdict"], EXIT_CODES["inconclusive"])
+
+
 def one_round(count: int, config: str, overrides: list[str], extra_env: dict[str, str], work: Path) -> list[float]:
     """Start ``count`` runs at once; each one's wall seconds."""
     command = [sys.executable, "-m", "dejavu", "run", "--config", config]
@@ -103,7 +109,7 @@ def one_round(count: int, config: str, overrides: list[str], extra_env: dict[str
     with ThreadPoolExecutor(max_workers=count) as pool:
         ended = list(pool.map(lambda process: (process.communicate()[1], time.perf_counter()), processes))
     for process, (err, _) in zip(processes, ended):
-        if process.returncode != 0:
+        if process.returncode not in FINISHED:
             raise SystemExit(f"a run failed (exit {process.returncode}): {err.strip().splitlines()[-1:]}")
     return [end - begin for begin, (_, end) in zip(started, ended)]
 

@@ -4,8 +4,8 @@ configs/studies/clip_mitigations.yaml.
     python scripts/vlm_findings.py runs/clip_mitigations
 
 Reads the sweep's ``sweep.csv`` (one row per point and seed; the ``vlm_*`` columns are metrics.json["vlm"]'s).
-Per sweep and value: PPG and PRG (mean ± sd over seeds), the seeds where both are positive with sign-test
-p < alpha, the control's gaps, and the models' utility: caption -> own image recall@k among T's images (mean of
+Per sweep and value: PPG and PRG (mean ± sd over seeds), the seeds whose vision-language outcome is detected
+(both gaps positive with p < alpha), the control's gaps, and the models' utility: caption -> own image recall@k among T's images (mean of
 both models and the seeds, from each point's metrics.json; chance k / |T|); per sweep, Spearman's rho of PPG and of PRG against the swept value over all
 rows (seeds pooled: each seed re-draws data, split and training, so rows are independent).
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from scipy.stats import spearmanr
 
-from dejavu.sweep import vlm_detected
+from dejavu.metrics.schema import read_metrics
 
 KEYS = {"caption_mask": "train.clip.caption_mask", "epochs": "train.epochs", "temperature": "train.clip.temperature",
         "weight_decay": "train.weight_decay"}
@@ -45,7 +45,9 @@ def main(folder: str) -> None:
         for value in sorted({float(r[key]) for r in mine}):
             at = [r for r in mine if float(r[key]) == value]
             ppg, prg = [float(r["vlm_ppg"]) for r in at], [float(r["vlm_prg"]) for r in at]
-            significant = sum(vlm_detected(r) for r in at)  # the verdict's rule (the excess for a text reference)
+            # Each point's vision-language outcome (the excess for a text reference), upgraded from older files.
+            outcomes = [read_metrics((Path(folder) / r["report"]).with_name("metrics.json")).outcomes["vlm"] for r in at]
+            significant = sum(o.decision == "detected" for o in outcomes)
             control = (f"{statistics.mean(float(r['vlm_control_ppg']) for r in at):+.3f} / "
                        f"{statistics.mean(float(r['vlm_control_prg']) for r in at):+.3f}")
             retrieval = [json.loads((Path(folder) / r["report"]).with_name("metrics.json").read_text())["vlm"]["retrieval"]

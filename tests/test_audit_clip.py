@@ -18,6 +18,7 @@ from dejavu.artifacts import load_table
 from dejavu.config import load_config
 from dejavu.data.records import index_of_ids
 from dejavu.errors import ConfigError
+from dejavu.metrics.schema import read_metrics
 from dejavu.models.outside import load_outside, register_module
 from dejavu.models.outside_clip import absolute_arch
 from dejavu.runs import Run
@@ -121,7 +122,9 @@ def test_a_one_model_open_clip_audit_compares_the_target_with_text_retrieval(fil
     with open(out / "vlm" / "samples.csv", newline="") as handle:
         samples = list(csv.DictReader(handle))
     assert {s["set"] for s in samples} == {"A", "T"} and {s["reference_model"] for s in samples} == {"text"}
-    assert vlm.excess is not None and "beyond the control" in vlm.verdict + (out / "report.html").read_text()
+    outcome = read_metrics(out / "metrics.json").outcomes["vlm"]
+    assert vlm.excess is not None and outcome.statistic.startswith("excess_")
+    assert "beyond the control" in (out / "report.html").read_text()
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -209,9 +209,9 @@ def test_subset_figures_carry_the_number_of_crops_behind_them(gallery_run) -> No
 def test_one_p_value_format_in_the_verdict_and_the_tables(gallery_run) -> None:
     run, *_ = gallery_run
     metrics = json.loads((run.root / "metrics.json").read_text())
-    verdict = metrics["verdict"]
-    assert f"p = {format_p(metrics['mcnemar_p'])})" in verdict
-    assert f"p = {format_p(metrics['control']['mcnemar_p'])})" in verdict
+    sentence = metrics["outcomes"]["image"]["sentence"]
+    assert f"p = {format_p(metrics['mcnemar_p'])}" in sentence
+    assert f"p = {format_p(metrics['control']['mcnemar_p'])})" in sentence
     page = (run.root / "report.html").read_text(encoding="utf-8")
     assert f"<td>exact McNemar p</td><td>{format_p(metrics['mcnemar_p'])}</td>" in page
     assert [format_p(p) for p in (1.0, 0.0312, 1.0534e-08, 0.0)] == ["1", "0.0312", "1.05e-08", "< 1e-300"]

@@ -23,7 +23,7 @@ from dejavu.models.encoder import build_encoder
 from dejavu.train import loop
 from dejavu.train.checkpoints import load_weights
 from dejavu.train.methods import METHODS
-from tests.conftest import TINY, run_straight_and_killed, train_straight_and_interrupted
+from tests.conftest import FINISHED, TINY, run_straight_and_killed, train_straight_and_interrupted
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -99,7 +99,7 @@ def test_quality_gate_knn_accuracy_beats_random_initialisation(method, gate_data
 def test_every_method_runs_the_smoke_pipeline_to_a_report(method, tmp_path):
     out = tmp_path / method
     assert main(["run", "--config", str(ROOT / "configs" / "smoke.yaml"), f"train.method={method}",
-                 "--out", str(out)]) == 0
+                 "--out", str(out)]) in FINISHED
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0.0 <= metrics["target_acc"] <= 1.0
     assert (out / "report.html").is_file()

@@ -17,7 +17,9 @@ from dejavu.errors import ConfigError
 from dejavu.metrics.stats import excess_test
 from dejavu.metrics.tables import direction_table, entropy_score
 from dejavu.models.encoder import Encoder
-from tests.conftest import TINY
+from dejavu.api import result_of
+from dejavu.metrics.outcomes import EXIT_CODES
+from tests.conftest import FINISHED, TINY
 
 FAST = ["correlation.epochs=4", "correlation.widths=[4,8]", "correlation.batch_size=32", "metrics.bootstrap=200"]
 
@@ -35,7 +37,8 @@ def audited(trained, tmp_path_factory):
     out = tmp_path_factory.mktemp("one") / "audit"
     code = main(["audit", "--out", str(out), "--target", str(trained / "models/A/model.safetensors"),
                  "--config", str(trained / "config.json"), *FAST])
-    assert code == 0
+    assert code == EXIT_CODES[json.loads((out / "metrics.json").read_text())["outcomes"]["one_model"]["decision"]]
+    assert code in FINISHED
     return out
 
 
@@ -70,8 +73,15 @@ def test_the_audit_of_a_target_alone_writes_the_one_model_numbers_and_report(tra
         entropy = -np.sum(p[p > 0] * np.log(p[p > 0]))
         assert float(r["dejavu_score"]) == pytest.approx(entropy + float(r["target_confidence"]), abs=2e-6)
     assert one["calibration_T"]["n"] == len(control)
-    assert "(one-model test)" in metrics["verdict"] and "excess" in metrics["verdict"]
+    outcome = metrics["outcomes"]["one_model"]
+    assert list(metrics["outcomes"]) == ["one_model"] and outcome["statistic"] == "excess_gap"
+    assert (outcome["estimate"], outcome["interval"], outcome["p"]) == (
+        one["excess_gap"]["value"], one["excess_gap"]["ci95"], one["excess_gap"]["p_value"])
+    assert "(one-model test)" in outcome["sentence"] and "excess gap" in outcome["sentence"]
     report = (audited / "report.html").read_text()
+    # The deciding number leads: the one-model section before the key numbers, one direction named as such.
+    assert report.index('id="one-model"') < report.index('id="numbers"') and "pooled attack" not in report
+    assert repr(result_of(audited)).startswith(f"Result(one_model: {outcome['decision']}, excess_gap=")
     assert "One-model test" in report and "Calibration of the classifier" in report
     assert "correlation classifier" in report and "classifier probability" in report  # the gallery's caption
 
@@ -89,10 +99,10 @@ def test_the_classifier_never_trains_on_an_image_of_A_or_T(trained, audited):
 def test_the_same_seed_gives_the_same_numbers_and_a_rerun_is_up_to_date(trained, audited, tmp_path, capsys):
     again = tmp_path / "again"
     assert main(["audit", "--out", str(again), "--target", str(trained / "models/A/model.safetensors"),
-                 "--config", str(trained / "config.json"), *FAST]) == 0
+                 "--config", str(trained / "config.json"), *FAST]) in FINISHED
     assert (again / "samples.csv").read_bytes() == (audited / "samples.csv").read_bytes()
     capsys.readouterr()
-    assert main(["audit", "--out", str(audited), "--target", str(trained / "models/A/model.safetensors"), *FAST]) == 0
+    assert main(["audit", "--out", str(audited), "--target", str(trained / "models/A/model.safetensors"), *FAST]) in FINISHED
     log = capsys.readouterr().out
     assert "[correlation] up to date" in log and "[train_B] not needed by this run" in log
 
@@ -112,7 +122,7 @@ def test_a_target_with_random_weights_shows_no_deja_vu(tmp_path):
                                  "metrics.bootstrap": 200})
         assert result.metrics.one_model.excess_gap.p_value > 0.05
         # (A random encoder may also be collapsed, and then the sanity gate gives no verdict at all.)
-        assert "Déjà vu memorization detected" not in result.verdict
+        assert result.decision != "detected" and result.outcome.statistic == "excess_gap"
 
 
 def test_direction_table_scores_a_classifier_by_its_probabilities():

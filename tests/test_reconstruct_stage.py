@@ -23,7 +23,7 @@ from dejavu.reconstruct.colour import class_hues, colour_labels
 from dejavu.reconstruct.decoder import ConditionalDecoder, DecoderSettings
 from dejavu.reconstruct.grids import grid_image
 from dejavu.reconstruct.scoring import paired_directions
-from dejavu.report.reconstruction import verdict as reconstruction_verdict
+from dejavu.metrics.outcomes import reconstruction_outcome
 from dejavu.runs import Run
 from dejavu.stages.reconstruct import balanced_rows
 from tests.conftest import TINY, resign
@@ -209,14 +209,20 @@ def test_the_fidelity_images_are_drawn_evenly_over_the_classes():
     assert not np.array_equal(rows, balanced_rows(labels, 30, seed=5))
 
 
-def _test(gap: float, p: float, control_gap: float, control_p: float) -> dict:
-    return {"n": 200, "target_acc": 0.3 + gap, "reference_acc": 0.3, "gap": gap, "mcnemar_p": p,
-            "control": {"n": 100, "gap": control_gap, "mcnemar_p": control_p}}
+def _decided(gap: float, p: float, control_gap: float, control_p: float, passed: bool = True, half: float = 0.03):
+    test = {"n": 200, "target_acc": 0.3 + gap, "reference_acc": 0.3, "gap": gap, "mcnemar_p": p,
+            "gap_ci95": [gap - half, gap + half], "control": {"n": 100, "gap": control_gap, "mcnemar_p": control_p}}
+    sanity = {"passed": passed, "failures": [] if passed else ["model A: collapsed to a point"]}
+    return reconstruction_outcome({"reconstruction": test, "ci_level": 0.95, "sanity": sanity}, 0.01, 0.05)
 
 
-def test_the_verdict_needs_a_quiet_control():
-    assert reconstruction_verdict(_test(0.12, 1e-4, 0.01, 0.8), 0.01, True).startswith("The target's reconstructions")
-    refused = reconstruction_verdict(_test(0.12, 1e-4, 0.15, 1e-3), 0.01, True)
-    assert refused.startswith("No verdict") and "+15.0 points" in refused and "+12.0 points" in refused
-    assert reconstruction_verdict(_test(0.12, 1e-4, 0.01, 0.8), 0.01, False).startswith("No verdict")
-    assert reconstruction_verdict(_test(0.01, 0.6, 0.0, 1.0), 0.01, True).startswith("No significant difference")
+def test_the_reconstruction_outcome_needs_a_quiet_control():
+    detected = _decided(0.12, 1e-4, 0.01, 0.8)
+    assert detected.decision == "detected" and detected.statistic == "reconstruction_gap"
+    refused = _decided(0.12, 1e-4, 0.15, 1e-3)
+    assert refused.decision == "no_verdict" and [r.code for r in refused.reasons] == ["control_not_clean"]
+    assert "+15.0 points" in refused.sentence
+    assert [r.code for r in _decided(0.12, 1e-4, 0.01, 0.8, passed=False).reasons] == ["sanity_failed"]
+    # Not significant: cleared only when the interval is tight around zero.
+    assert _decided(0.01, 0.6, 0.0, 1.0).decision == "not_detected"
+    assert _decided(0.01, 0.6, 0.0, 1.0, half=0.08).decision == "inconclusive"

@@ -20,13 +20,14 @@ from dejavu.metrics.sanity import (
     class_checks,
     embedding_checks,
     loss_checks,
-    no_verdict,
     spread,
     summary,
 )
+from dejavu.metrics.outcomes import EXIT_CODES, HEADS, sanity_reasons, seeds_verdict
 from tests.conftest import TINY, resign
 
-VERDICTS = ("Déjà vu memorization detected", "No déjà vu memorization detected")
+# Every first words of a decision but "No verdict".
+VERDICTS = tuple(HEADS[d] for d in ("detected", "not_detected", "inconclusive"))
 
 
 def _by_name(checks):
@@ -101,7 +102,8 @@ def test_one_class_sets_fail_and_the_summary_says_why():
     assert outcome["passed"] is False
     assert outcome["failures"] == ["data: set A: 20 images of 1 class: déjà vu cannot be told from always "
                                    "answering that class"]
-    assert no_verdict(outcome["failures"]).startswith("NO VERDICT")
+    reasons = sanity_reasons(outcome)
+    assert [r.code for r in reasons] == ["sanity_failed"] and reasons[0].text.endswith(outcome["failures"][0])
 
 
 def _run(out, *extra):
@@ -121,9 +123,11 @@ def test_a_collapsed_model_gets_no_verdict(tmp_path, capsys):
     """Model A's weights changed so that its projector outputs one point whatever the image: the run
     reports why there is no verdict instead of a verdict."""
     out = tmp_path / "run"
-    assert _run(out) == 0
+    code = _run(out)
     printed = capsys.readouterr().out
-    assert any(v in printed for v in VERDICTS)
+    decision = json.loads((out / "metrics.json").read_text())["outcomes"]["image"]["decision"]
+    assert decision != "no_verdict" and code == EXIT_CODES[decision]
+    assert any(f"{v} (image test" in printed for v in VERDICTS)
 
     def collapse(state):
         last = max(key for key in state if key.startswith("projector.") and key.endswith(".weight")
@@ -137,15 +141,17 @@ def test_a_collapsed_model_gets_no_verdict(tmp_path, capsys):
     code = main(["run", "--out", str(out)])
     printed = capsys.readouterr().out
     assert code == 3
-    assert "NO VERDICT" in printed and "model A" in printed and "collapsed to a point" in printed
+    assert "No verdict (image test" in printed and "model A" in printed and "collapsed to a point" in printed
     assert not any(v in printed for v in VERDICTS)
     sanity = json.loads((out / "sanity.json").read_text())
     failed = [(c["subject"], c["name"]) for c in sanity["checks"] if not c["passed"]]
     assert ("A", "embeddings not collapsed") in failed and all(subject == "A" for subject, _ in failed)
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["sanity"]["passed"] is False and metrics["verdict"].startswith("NO VERDICT")
+    outcome = metrics["outcomes"]["image"]
+    assert metrics["sanity"]["passed"] is False and outcome["decision"] == "no_verdict"
+    assert {r["code"] for r in outcome["reasons"]} == {"sanity_failed"}
     report = (out / "report.html").read_text(encoding="utf-8")
-    assert 'class="verdict failed"' in report and "collapsed to a point" in report
+    assert 'class="verdict no_verdict"' in report and "collapsed to a point" in report
 
 
 @pytest.mark.slow
@@ -156,12 +162,9 @@ def test_a_diverged_training_never_ends_in_a_verdict(tmp_path, capsys):
     captured = capsys.readouterr()
     assert code in (2, 3), captured
     assert not any(v in captured.out for v in VERDICTS)
-    assert ("diverged" in captured.err) if code == 2 else ("NO VERDICT" in captured.out and "diverged" in captured.out)
+    assert ("diverged" in captured.err) if code == 2 else ("No verdict" in captured.out and "diverged" in captured.out)
 
 
 def test_a_sweep_point_with_a_failed_seed_has_no_verdict():
-    from dejavu.sweep import verdict
-
-    assert verdict([0.1, 0.2], [1e-4, 1e-3], 0.01, ["passed", "failed"]) == (
-        0, "no verdict: sanity checks failed in 1 of 2 seeds")
-    assert verdict([0.1, 0.2], [1e-4, 1e-3], 0.01, ["passed", "passed"]) == (2, "déjà vu in every seed (2/2)")
+    assert seeds_verdict(["detected", "no_verdict"]) == (1, "no verdict in 1 of 2 seeds")
+    assert seeds_verdict(["detected", "detected"]) == (2, "detected in every seed (2/2)")

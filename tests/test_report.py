@@ -15,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 
 import jinja2
+import markupsafe
 import numpy as np
 import pytest
 from PIL import Image
@@ -103,10 +104,12 @@ def test_report_is_self_contained_with_verdict_first(report_run: tuple[Run, Path
     run, path = report_run
     assert path.is_file()
     text = path.read_text(encoding="utf-8")
-    verdict = json.loads((run.root / "metrics.json").read_text())["verdict"]
-    assert html.escape(verdict) in text
-    # The verdict is the first paragraph of the page, right under the title.
-    assert text.index(html.escape(verdict)) < text.index("<h2")
+    outcome = json.loads((run.root / "metrics.json").read_text())["outcomes"]["image"]
+    sentence = str(markupsafe.escape(outcome["sentence"]))  # as the templates escape it
+    assert sentence in text
+    # The headline is the first thing on the page, right under the title: its decision, then its sentence.
+    head = f'<div class="verdict {outcome["decision"]}" id="outcome-image">'
+    assert text.index("<h1") < text.index(head) < text.index(sentence) < text.index("<h2")
     assert_self_contained(text)
 
 
@@ -219,7 +222,7 @@ def test_values_are_escaped_by_the_templates(report_run: tuple[Run, Path], tmp_p
     names = np.array([f"{name}{EVIL}" for name in table.class_names.tolist()])
     table = dataclasses.replace(table, class_names=names)
     metrics = json.loads((root / "metrics.json").read_text())
-    metrics["verdict"] = f"verdict {EVIL}"
+    metrics["outcomes"]["image"]["sentence"] = f"verdict {EVIL}"
     samples = read_samples(root / "samples.csv")
     page = render(evil_run, metrics, write_figures(evil_run, metrics), table, samples, tuple(STAGE_BY_NAME))
     tags = parse(page)

@@ -284,7 +284,7 @@ def test_metrics_json_has_the_roc_of_the_csv_scores(roc_run):
     assert roc["min_measurable_fpr"] == pytest.approx(1 / len(nonmembers))
     assert roc["bootstrap"] == roc_run.config.metrics.bootstrap
     assert roc["auc_ci"][0] <= roc["auc_ci"][1]
-    for key in ("verdict", "gap", "gap_ci95", "control", "directions", "per_class"):
+    for key in ("outcomes", "gap", "gap_ci95", "control", "directions", "per_class"):
         assert key in metrics
 
 

@@ -82,13 +82,16 @@ def test_every_sweep_column_is_a_schema_field_and_the_columns_are_unchanged(run_
     assert {metric for metric, _ in CONVENTIONAL_PARTS} <= _keys(LayerMetrics)
     assert {part for _, part in CONVENTIONAL_PARTS} <= _keys(TrainTest)
     metrics = read_metrics(run_root / "metrics.json")
-    assert all(isinstance(value(metrics), float) for name, value in DERIVED if name != "sanity")
+    assert all(isinstance(value(metrics), float) for name, value in DERIVED if name not in ("sanity", "decision"))
     assert dict(DERIVED)["sanity"](metrics) == "passed"
+    assert dict(DERIVED)["decision"](metrics) == metrics.outcomes["image"].decision
     # The CSV columns as before the schema (sweep.csv after the grid values and seed; summary.csv's metrics).
     assert ROW_KEYS == ("target_acc", "reference_acc", "gap", "target_acc_top20", "reference_acc_top20",
                         "dejavu_score_top20", "memorized", "correlated", "misrepresented", "unassociated", "mcnemar_p")
-    # Added with the sanity gates: whether the point's models passed them ("passed", "failed", "unchecked").
-    assert [name for name, _ in DERIVED] == ["gap_ci_low", "gap_ci_high", "auc", "control_gap", "control_p", "sanity"]
+    # Added with the sanity gates: whether the point's models passed them ("passed", "failed", "unchecked");
+    # with the outcomes, the image test's decision (what the point's verdict counts).
+    assert [name for name, _ in DERIVED] == ["gap_ci_low", "gap_ci_high", "auc", "control_gap", "control_p", "sanity",
+                                             "decision"]
     conventional = [f"{layer}_{metric}_{part}" for layer in ("backbone", "attacked")
                     for metric in ("knn", "linear_probe") for part in ("train", "test", "gap")]
     assert list(CONVENTIONAL) == conventional

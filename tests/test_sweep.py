@@ -118,20 +118,22 @@ def test_a_study_recorded_by_the_first_version_reads_as_the_same_study(tmp_path)
     assert _current(resolved) == resolved
 
 
-def test_verdict_counts_the_seeds_with_a_significant_positive_gap():
-    from dejavu.sweep import summarise_points, verdict
+def test_verdict_counts_the_seeds_detected_by_their_outcomes():
+    from dejavu.metrics.outcomes import seeds_verdict
+    from dejavu.sweep import summarise_points
 
-    assert verdict([0.1, 0.2, 0.05], [1e-4, 1e-3, 0.02], 0.01) == (2, "déjà vu in 2 of 3 seeds: not robust")
-    assert verdict([0.1, 0.2], [1e-4, 1e-3], 0.01) == (2, "déjà vu in every seed (2/2)")
-    assert verdict([-0.1, 0.0], [1e-4, 1.0], 0.01) == (0, "no significant déjà vu in any of 2 seeds")
-    assert verdict([0.1], [0.5], 0.01) == (0, "not significant")
-    rows = [{"sweep": "s", "attack.k": k, "seed": seed, "gap": gap, "mcnemar_p": p, "alpha": 0.01}
-            for k, seed, gap, p in ((5, 0, 0.10, 1e-3), (5, 1, 0.20, 1e-4), (9, 0, 0.0, 1.0))]
+    assert seeds_verdict(["detected", "detected", "inconclusive"]) == (2, "detected in 2 of 3 seeds: not robust")
+    assert seeds_verdict(["detected", "detected"]) == (2, "detected in every seed (2/2)")
+    assert seeds_verdict(["not_detected", "not_detected"]) == (0, "not detected in any of 2 seeds")
+    assert seeds_verdict(["inconclusive"]) == (0, "inconclusive")
+    rows = [{"sweep": "s", "attack.k": k, "seed": seed, "gap": gap, "mcnemar_p": p, "alpha": 0.01, "decision": d}
+            for k, seed, gap, p, d in ((5, 0, 0.10, 1e-3, "detected"), (5, 1, 0.20, 1e-4, "detected"),
+                                       (9, 0, 0.0, 1.0, "inconclusive"))]
     five, nine = summarise_points(rows)
     assert five["attack.k"] == 5 and five["seeds"] == [0, 1] and nine["seeds"] == [0]
     assert five["gap"]["mean"] == pytest.approx(0.15) and five["gap"]["sd"] == pytest.approx(0.0707107, rel=1e-5)
     assert (five["gap"]["min"], five["gap"]["max"]) == (0.10, 0.20) and nine["gap"]["sd"] == 0.0
-    assert five["verdict"] == "déjà vu in every seed (2/2)" and nine["verdict"] == "not significant"
+    assert five["verdict"] == "detected in every seed (2/2)" and nine["verdict"] == "inconclusive"
 
 
 @pytest.mark.parametrize("text, message", [

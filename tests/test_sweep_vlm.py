@@ -1,5 +1,5 @@
 """The sweep's side of the vision-language test: sweep.csv's vlm_* columns (the excess over the control for a
-text-only reference), the seed count by the verdict's rule, and the index page's PPG / PRG figure and table."""
+text-only reference), the seed count by the vision-language outcome (dejavu.metrics.outcomes), and the index page's PPG / PRG figure and table."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import csv
 import numpy as np
 import pytest
 
-from dejavu.metrics.schema import from_json
-from dejavu.metrics.vlm import judged_gaps, vlm_verdict
+from dejavu.metrics.outcomes import Outcome, vlm_outcome
+from dejavu.metrics.schema import from_json, to_json
 from dejavu.metrics.vlm_schema import Vlm
 from dejavu.report.sweep import vlm_sweep_figure, write_sweep_report
 from dejavu.sweep import VLM_EXCESS_COLUMNS, _write_table, summarise_points, vlm_columns
@@ -29,26 +29,32 @@ def _gaps(ppg: float, ppg_p: float, prg: float, prg_p: float) -> dict:
 
 def _vlm(gaps: dict, control: tuple[float, float] = (-0.01, 0.02), excess: dict | None = None) -> Vlm:
     """metrics.json["vlm"] as the metrics stage writes it, read through the schema."""
-    payload = {**_gaps(**gaps), "verdict": "", "k": 10, "directions": {"A": _gaps(**gaps), "B": _gaps(**gaps)},
+    payload = {**_gaps(**gaps), "k": 10, "directions": {"A": _gaps(**gaps), "B": _gaps(**gaps)},
                "control": _gaps(control[0], 0.8, control[1], 0.7), "retrieval": {"A": 0.4, "B": 0.4, "chance": 0.02},
-               "reference": "model"}
+               "failures": [], "reference": "model"}
     if excess is not None:
         payload.update(reference="text", excess={**excess, "ppg_ci": [0.0, 0.1], "prg_ci": [0.0, 0.1]})
     return from_json(Vlm, payload, "metrics.json", "vlm")
 
 
+def _outcome(vlm: Vlm) -> Outcome:
+    """The vision-language outcome the metrics stage decides for ``vlm`` (a run whose gates passed)."""
+    return vlm_outcome({"vlm": to_json(vlm), "ci_level": 0.95, "alpha": ALPHA}, ALPHA, 0.05)
+
+
 def _row(value: float, seed: int, vlm: Vlm, gap: float = 0.0) -> dict:
     """A CLIP point's sweep.csv row (the image test's columns the summary reads, and the vlm_* ones)."""
     return {"sweep": "mask", "train.clip.caption_mask": value, "seed": seed, "gap": gap, "mcnemar_p": 0.5,
-            "alpha": ALPHA, "report": f"points/{value}_{seed}/report.html", **vlm_columns(vlm)}
+            "decision": "inconclusive", "alpha": ALPHA, "report": f"points/{value}_{seed}/report.html",
+            **vlm_columns(vlm, _outcome(vlm))}
 
 
 def test_excess_columns_hold_the_text_references_gaps_beyond_the_control_and_are_empty_without(tmp_path):
     excess = {"ppg": 0.03, "ppg_p": 0.2, "prg": -0.01, "prg_p": 0.6}
-    text = vlm_columns(_vlm(SIGNIFICANT, excess=excess))
+    text = vlm_columns(_vlm(SIGNIFICANT, excess=excess), _outcome(_vlm(SIGNIFICANT, excess=excess)))
     assert [text[c] for c in VLM_EXCESS_COLUMNS] == [0.03, 0.2, -0.01, 0.6]
     assert (text["vlm_ppg"], text["vlm_prg_p"], text["vlm_control_ppg"]) == (0.12, 1e-6, -0.01)
-    model = vlm_columns(_vlm(SIGNIFICANT))
+    model = vlm_columns(_vlm(SIGNIFICANT), _outcome(_vlm(SIGNIFICANT)))
     assert all(model[c] is None for c in VLM_EXCESS_COLUMNS) and model["vlm_ppg"] == 0.12
     _write_table(tmp_path / "sweep.csv", [model, text])
     with open(tmp_path / "sweep.csv", newline="") as handle:
@@ -57,7 +63,7 @@ def test_excess_columns_hold_the_text_references_gaps_beyond_the_control_and_are
     assert float(written[1]["vlm_excess_ppg"]) == 0.03
 
 
-def test_significant_seeds_judge_the_excess_for_a_text_reference_as_the_verdict_does():
+def test_significant_seeds_count_the_vlm_outcomes_which_judge_the_excess_for_a_text_reference():
     not_beyond = _vlm(SIGNIFICANT, excess={"ppg": 0.01, "ppg_p": 0.4, "prg": 0.02, "prg_p": 0.3})
     beyond = _vlm(SIGNIFICANT, excess={"ppg": 0.08, "ppg_p": 1e-3, "prg": 0.05, "prg_p": 2e-3})
     rows = [_row(0.0, 0, not_beyond), _row(0.0, 1, not_beyond),  # plain gaps significant, the excess not
@@ -65,13 +71,16 @@ def test_significant_seeds_judge_the_excess_for_a_text_reference_as_the_verdict_
             _row(0.6, 0, _vlm(SIGNIFICANT)), _row(0.6, 1, _vlm({**SIGNIFICANT, "prg_p": 0.2}))]  # two-model runs
     summary = summarise_points(rows)
     assert [entry["vlm_significant_seeds"] for entry in summary] == [0, 1, 1]
-    # The verdict the vlm stage writes agrees seed by seed: one rule (judged_gaps), read from the dict or the schema.
-    for vlm in (not_beyond, beyond):
-        as_dict = {**SIGNIFICANT, "n": 100, "excess": {k: getattr(vlm.excess, k) for k in SIGNIFICANT}}
-        assert judged_gaps(as_dict) == judged_gaps(vlm)
-    assert vlm_verdict({**SIGNIFICANT, "n": 100, "excess": {**SIGNIFICANT, "ppg": 0.01, "ppg_p": 0.4}},
-                       ALPHA).startswith("No significant")
-    assert judged_gaps(_vlm(SIGNIFICANT)) == tuple(SIGNIFICANT.values())
+    # The outcome decides on the excess with a text reference, on the pooled gaps without; both gaps must hold.
+    assert _outcome(not_beyond).decision == "inconclusive" and _outcome(beyond).decision == "detected"
+    assert [part.statistic for part in _outcome(beyond).parts] == ["excess_ppg", "excess_prg"]
+    assert [part.estimate for part in _outcome(beyond).parts] == [0.08, 0.05]
+    plain = _outcome(_vlm(SIGNIFICANT))
+    assert plain.decision == "detected" and [(s.estimate, s.p) for s in plain.parts] == [(0.12, 1e-4), (0.10, 1e-6)]
+    # The headline statistic of two is the one with the larger p (an intersection-union test's p).
+    assert (plain.statistic, plain.p) == ("ppg", 1e-4)
+    weak = _outcome(_vlm({**SIGNIFICANT, "prg_p": 0.2}))
+    assert weak.decision == "inconclusive" and weak.statistic == "prg" and weak.reasons[0].text.startswith("PRG: ")
     # The excess is summarised like the other gaps; a two-model point's empty cells have no mean.
     assert summary[0]["vlm_excess_ppg"]["mean"] == pytest.approx(0.01)
     assert summary[1]["vlm_excess_prg"]["mean"] == pytest.approx(0.035)

@@ -5,11 +5,13 @@ Example:
     >>> result = dejavu.run("smoke", out="runs/smoke")              # train both models, attack, report
     >>> result = dejavu.audit(target="A.pth", reference="B.pth", config="runs/demo/config.json",
     ...                       out="runs/audit", **{"attack.k": 50})  # models trained elsewhere
-    >>> result.gap, result.mcnemar_p, result.passed, result.report
+    >>> result.outcome.decision, result.outcome.sentence, result.report
 """
 
 from __future__ import annotations
 
+import csv
+import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +21,7 @@ from torch import nn
 
 from dejavu.config import Config, config_from_dict, load_config
 from dejavu.errors import ConfigError, RunFolderError
+from dejavu.metrics.outcomes import Outcome
 from dejavu.metrics.schema import MetricsFile, read_metrics
 from dejavu.models.outside import register_module
 from dejavu.models.outside_clip import absolute_arch
@@ -30,8 +33,21 @@ TABLES = ("metrics.json", "samples.csv", "control_samples.csv", "evaluation.json
 
 @dataclass(frozen=True)
 class Result:
-    """A finished run: its folder, ``metrics`` (``metrics.json``, typed), the verdict, whether the sanity gates
-    passed (without them the verdict is the reasons there is none), the report and the tables' paths."""
+    """A finished run: its folder, ``metrics`` (``metrics.json``, typed), each test's outcome, the report and the
+    tables.
+
+    ``outcome`` is the headline test's (a CLIP run's vision-language test, else the image test, two-model or
+    one-model); ``outcomes`` every test that ran, by name, in that order. An outcome holds the ``decision``
+    (``detected``, ``not_detected``, ``inconclusive``, ``no_verdict``), the deciding ``statistic`` with its
+    ``estimate``, ``interval`` (at ``level``) and ``p``, ``alpha``, the ``reasons`` and the ``sentence``.
+
+    Example (a notebook):
+        >>> result = dejavu.run("smoke", out="runs/smoke")
+        >>> result.outcome.decision, result.outcome.estimate, result.outcome.interval
+        >>> [(o.test, o.decision) for o in result.outcomes.values()]
+        >>> rows = result.samples()                   # a pandas DataFrame when pandas is installed, else dicts
+        >>> rows[rows.partition == "memorized"].head()
+    """
 
     out: Path
     metrics: MetricsFile
@@ -39,12 +55,26 @@ class Result:
     tables: dict[str, Path]
 
     @property
+    def outcomes(self) -> dict[str, Outcome]:
+        return self.metrics.outcomes
+
+    @property
+    def outcome(self) -> Outcome:
+        """The headline test's outcome (the first of :attr:`outcomes`)."""
+        return next(iter(self.metrics.outcomes.values()))
+
+    @property
+    def decision(self) -> str:
+        return self.outcome.decision
+
+    @property
     def verdict(self) -> str:
-        return self.metrics.verdict
+        """The headline outcome in words."""
+        return self.outcome.sentence
 
     @property
     def passed(self) -> bool:
-        """Whether the models and data passed every sanity gate (a verdict stands)."""
+        """Whether the models and data passed every sanity gate."""
         return self.metrics.sanity is None or self.metrics.sanity.passed
 
     @property
@@ -56,9 +86,47 @@ class Result:
     def mcnemar_p(self) -> float:
         return self.metrics.mcnemar_p
 
+    def samples(self, which: str = "attack", frame: bool | None = None) -> Any:
+        """The per-crop table: ``which`` "attack" (``samples.csv``: one row per attacked crop and direction) or
+        "control" (``control_samples.csv``: T's crops), with the columns the report and metrics.json are
+        computed from. A pandas DataFrame when ``frame`` is true, or None and pandas is installed; else a list
+        of dicts whose numbers are int or float."""
+        names = {"attack": "samples.csv", "control": "control_samples.csv"}
+        if which not in names:
+            raise ConfigError(f"Result.samples: which = {which!r}; expected 'attack' or 'control'")
+        return read_table(self.out / names[which], frame)
+
     def __repr__(self) -> str:
-        return (f"Result(out={str(self.out)!r}, gap={self.gap:+.4f}, mcnemar_p={self.mcnemar_p:.3g}, "
-                f"passed={self.passed}, report={str(self.report)!r})")
+        o = self.outcome
+        low, high = o.interval
+        return (f"Result({o.test}: {o.decision}, {o.statistic}={o.estimate:+.4f} "
+                f"[{100 * o.level:g} % CI {low:+.4f}, {high:+.4f}], p={o.p:.3g}, alpha={o.alpha:g}; "
+                f"out={str(self.out)!r}, report={str(self.report)!r})")
+
+
+def read_table(path: Path, frame: bool | None = None) -> Any:
+    """A run folder's CSV as a pandas DataFrame (``frame`` true, or None with pandas installed) or as a list of
+    dicts with int / float values where a cell reads as one."""
+    if not path.is_file():
+        raise RunFolderError(f"'{path}' is missing: the run did not finish its metrics stage (run it again)")
+    if frame is None:
+        frame = importlib.util.find_spec("pandas") is not None
+    if frame:
+        import pandas  # optional: only where asked for, or installed
+
+        return pandas.read_csv(path, dtype={"id": str})
+    with open(path, newline="", encoding="utf-8") as handle:
+        return [{key: value if key == "id" else _number(value) for key, value in row.items()}
+                for row in csv.DictReader(handle)]
+
+
+def _number(cell: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(cell)
+        except ValueError:
+            pass
+    return cell
 
 
 def result_of(out: str | Path) -> Result:

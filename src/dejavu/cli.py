@@ -17,6 +17,7 @@ from dejavu.config.shipped import description, is_study, shipped_configs, shippe
 from dejavu.data.examples import write_examples
 from dejavu.errors import ConfigError, DejavuError, RunFolderError, os_error_message
 from dejavu.launch.slurm import SlurmRequest, submit
+from dejavu.metrics.outcomes import EXIT_CODES, exit_code
 from dejavu.metrics.schema import read_metrics
 from dejavu.models.outside_clip import absolute_arch
 from dejavu.runs import Run, folder_lock, read_json
@@ -28,18 +29,26 @@ from dejavu import distributed
 from dejavu.train.loop import check_precision
 
 
+EXIT_HELP = ("exit status of run and audit: 0 the headline test reached a verdict, detected or not detected "
+             "(metrics.json's outcomes say which); 3 no verdict (a sanity gate failed, or the negative control is too "
+             "small or shows a gap of its own); 4 inconclusive (not significant, but the interval does not rule out "
+             "deja vu); 2 an error (one line on stderr); 130 interrupted")
+
+
 def _parser() -> argparse.ArgumentParser:
     # No abbreviated options: a SLURM job re-issues the command, and a prefix like --slurm-part must not slip through.
     parser = argparse.ArgumentParser(
         prog="dejavu", allow_abbrev=False,
         description="Audit SSL vision models for deja vu memorization (Meehan et al., NeurIPS 2023).",
+        epilog=EXIT_HELP,
     )
     sub = parser.add_subparsers(dest="command")
 
     every = ", ".join(COMMANDS)
     run_parser = sub.add_parser("run", allow_abbrev=False, help=f"the whole test, every stage in order: {every}",
                                 description=f"The whole deja vu test, every stage in order: {every}. Finished "
-                                            "stages of the same config are skipped (a run folder resumes).")
+                                            "stages of the same config are skipped (a run folder resumes).",
+                                epilog=EXIT_HELP)
     _common(run_parser)
     _resume(run_parser)
     _slurm(run_parser)
@@ -52,7 +61,8 @@ def _parser() -> argparse.ArgumentParser:
                     "model.factory=package.module:function for any other) instead of trained. Train them on the lists "
                     "`dejavu split` writes in RUN/data/export/ (train_A.txt, train_B.txt); the folder's split is used "
                     "(made first when it has none). Without --reference, the one-model test: a correlation classifier "
-                    "(correlation.*), trained with labels on the periphery crops of B and X, takes the reference's place.")
+                    "(correlation.*), trained with labels on the periphery crops of B and X, takes the reference's place.",
+        epilog=EXIT_HELP)
     _common(audit)
     audit.add_argument("--target", required=True, metavar="PATH",
                        help="model.target: the target's checkpoint (trained on A and the shared set)")
@@ -371,21 +381,20 @@ def _forget_resume_states(run: Run, stages: list[str]) -> None:
             path.unlink()
 
 
-# A finished run whose models or data failed a sanity gate: no verdict (scripts must not read one).
-NO_VERDICT_EXIT = 3
+# A finished run whose headline test reached no verdict (a sanity gate failed, the control is too small or
+# not clean) or an inconclusive one: scripts must not read a decision from it (dejavu.metrics.outcomes).
+NO_VERDICT_EXIT = EXIT_CODES["no_verdict"]
+INCONCLUSIVE_EXIT = EXIT_CODES["inconclusive"]
 
 
 def _print_summary(run: Run) -> int:
-    """Print the verdict (or why there is none); the exit code: 0, or 3 when a sanity gate failed."""
+    """Print every test's outcome, the headline first; the exit code follows the headline's decision."""
     metrics = read_metrics(run.root / "metrics.json")
     print()
-    print(f"image test (periphery crops): {metrics.verdict}" if metrics.vlm else metrics.verdict)
-    if metrics.vlm:
-        print(metrics.vlm.verdict)
+    for outcome in metrics.outcomes.values():
+        print(outcome.sentence)
     print(f"report: {(run.root / 'report.html').resolve()}")
-    if metrics.vlm:  # a CLIP run's exit code follows the vision-language test's verdict
-        return NO_VERDICT_EXIT if metrics.vlm.verdict.startswith("No verdict") else 0
-    return NO_VERDICT_EXIT if metrics.sanity is not None and not metrics.sanity.passed else 0
+    return exit_code(metrics.outcomes)
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ from dejavu.metrics.schema import (
     CONVENTIONAL_PARTS, SPREAD_METRICS, SWEEP_METRICS, MetricsFile, read_evaluation, read_metrics,
 )
 from dejavu.metrics.stats import as_float
-from dejavu.metrics.vlm import GAP_FIELDS, detected, judged_gaps
+from dejavu.metrics.outcomes import Outcome, seeds_verdict
 from dejavu.metrics.vlm_schema import Vlm
 from dejavu.report.format import format_value
 from dejavu.report.sweep import write_sweep_report
@@ -238,26 +238,34 @@ DERIVED: tuple[tuple[str, Callable[[MetricsFile], Any]], ...] = (
     ("auc", lambda m: m.roc.auc if m.roc is not None else None),  # None: a run from before the ROC
     ("control_gap", lambda m: m.control.gap),
     ("control_p", lambda m: m.control.mcnemar_p),
-    # "failed": the models or data failed the sanity gates, so the point's seed counts for no verdict.
     ("sanity", lambda m: "unchecked" if m.sanity is None else "passed" if m.sanity.passed else "failed"),
+    # The image test's outcome (two-model or one-model): what the point's verdict counts.
+    ("decision", lambda m: image_outcome(m).decision),
 )
 # A CLIP run's vision-language test (metrics.json["vlm"]), beside the image test's columns; with a text-only
 # reference also the gaps beyond the control's (VLM_EXCESS_COLUMNS, empty for a two-model run), which are what
 # its verdict judges. Kept out of VLM_COLUMNS, from which SUMMARY_METRICS (a recorded list) is drawn.
 VLM_COLUMNS = ("vlm_ppg", "vlm_ppg_p", "vlm_prg", "vlm_prg_p", "vlm_recall_gap_auc", "vlm_control_ppg", "vlm_control_prg")
+GAP_FIELDS = ("ppg", "ppg_p", "prg", "prg_p")
 VLM_EXCESS_COLUMNS = tuple(f"vlm_excess_{name}" for name in GAP_FIELDS)
 LAYERS = ("backbone", "attacked")
 CONVENTIONAL = tuple(f"{layer}_{metric}_{part}" for layer in LAYERS for metric, part in CONVENTIONAL_PARTS)
 
 
-def vlm_columns(vlm: Vlm) -> dict[str, Any]:
+def image_outcome(metrics: MetricsFile) -> Outcome:
+    """The image test's outcome of a run: the one-model test's when it ran, else the two-model test's."""
+    return metrics.outcomes.get("one_model") or metrics.outcomes["image"]
+
+
+def vlm_columns(vlm: Vlm, outcome: Outcome) -> dict[str, Any]:
     """A CLIP run's vlm_* cells: its pooled gaps, recall-gap AUC and control; the excess over the control
-    (None, an empty cell, for a two-model run)."""
+    (None, an empty cell, for a two-model run); its ``outcome``'s decision."""
     cells = dict(zip(VLM_COLUMNS, (vlm.ppg, vlm.ppg_p, vlm.prg, vlm.prg_p, vlm.recall_gap_auc, vlm.control.ppg,
                                    vlm.control.prg)))
     excess = vlm.excess
     cells.update({column: None if excess is None else getattr(excess, name)
                   for column, name in zip(VLM_EXCESS_COLUMNS, GAP_FIELDS)})
+    cells["vlm_decision"] = outcome.decision
     return cells
 
 
@@ -270,7 +278,7 @@ def point_row(point: Point, run_root: Path) -> dict[str, Any]:
     row.update({name: value(metrics) for name, value in DERIVED})
     row["alpha"] = point.config.metrics.alpha
     if metrics.vlm is not None:
-        row.update(vlm_columns(metrics.vlm))
+        row.update(vlm_columns(metrics.vlm, metrics.outcomes["vlm"]))
     evaluation_path = run_root / "evaluation.json"
     if evaluation_path.is_file():
         evaluation = read_evaluation(evaluation_path)
@@ -283,12 +291,8 @@ def point_row(point: Point, run_root: Path) -> dict[str, Any]:
 
 
 def vlm_detected(row: Mapping[str, Any]) -> bool:
-    """Whether a CLIP row shows vision-language déjà vu by its verdict's rule (:func:`judged_gaps`: the excess
-    columns when the row has them, else the pooled gaps)."""
-    gaps = {name: row[f"vlm_{name}"] for name in GAP_FIELDS}
-    if row.get(VLM_EXCESS_COLUMNS[0]) not in (None, ""):
-        gaps["excess"] = {name: row[column] for name, column in zip(GAP_FIELDS, VLM_EXCESS_COLUMNS)}
-    return detected(*judged_gaps(gaps), float(row["alpha"]))
+    """Whether a CLIP row's vision-language outcome is ``detected``."""
+    return row.get("vlm_decision") == "detected"
 
 
 SUMMARY_METRICS = (*SPREAD_METRICS, "auc", "control_gap", *(c for c in VLM_COLUMNS if not c.endswith("_p")),
@@ -305,27 +309,9 @@ def _spread(values: Sequence[float]) -> dict[str, float]:
             "min": float(data.min()), "max": float(data.max())}
 
 
-def verdict(gaps: Sequence[float], p_values: Sequence[float], alpha: float,
-            sanity: Sequence[str] = ()) -> tuple[int, str]:
-    """How many seeds show déjà vu (gap > 0 and McNemar p < alpha), and the verdict in words; none when a
-    seed's models failed the sanity gates (``sanity``: each seed's "passed", "failed" or "unchecked")."""
-    n = len(gaps)
-    failed = sum(1 for outcome in sanity if outcome == "failed")
-    if failed:
-        return 0, f"no verdict: sanity checks failed in {failed} of {n} seed{'s' if n > 1 else ''}"
-    significant = sum(1 for gap, p in zip(gaps, p_values) if gap > 0 and p < alpha)
-    if n == 1:
-        return significant, "déjà vu" if significant else "not significant"
-    if significant == n:
-        return significant, f"déjà vu in every seed ({n}/{n})"
-    if significant:
-        return significant, f"déjà vu in {significant} of {n} seeds: not robust"
-    return significant, f"no significant déjà vu in any of {n} seeds"
-
-
 # Row fields that are results, not the point's grid values.
 _NOT_VALUES = {"sweep", "seed", *ROW_KEYS, *(name for name, _ in DERIVED), "alpha", *CONVENTIONAL, *VLM_COLUMNS,
-               *VLM_EXCESS_COLUMNS, "report"}
+               *VLM_EXCESS_COLUMNS, "vlm_decision", "report"}
 
 
 def summarise_points(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -342,10 +328,9 @@ def summarise_points(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         for metric in (*SUMMARY_METRICS, *SUMMARY_EXCESS):
             if any(metric in row for row in members):
                 entry[metric] = _spread([as_float(row.get(metric)) for row in members])
-        entry["significant_seeds"], entry["verdict"] = verdict(
-            [as_float(row["gap"]) for row in members], [as_float(row["mcnemar_p"]) for row in members], float(first["alpha"]),
-            [str(row.get("sanity", "unchecked")) for row in members])
-        if "vlm_ppg" in first:  # seeds whose judged PPG and PRG are both positive and significant
+        # Counted from each seed's outcome (dejavu.metrics.outcomes): the point's verdict is the seeds'.
+        entry["significant_seeds"], entry["verdict"] = seeds_verdict([str(row["decision"]) for row in members])
+        if "vlm_ppg" in first:  # seeds whose vision-language outcome is "detected"
             entry["vlm_significant_seeds"] = sum(vlm_detected(row) for row in members)
         summary.append(entry)
     return summary

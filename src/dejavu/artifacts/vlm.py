@@ -10,6 +10,7 @@ import numpy as np
 
 from dejavu.artifacts.files import models_of, query_sets_of, read_artifact_json, read_npz, redo, refuse
 from dejavu.metrics.schema import from_json, to_json
+from dejavu.metrics.vlm import retrieval_failures
 from dejavu.metrics.vlm_schema import Vlm
 from dejavu.runs import Run
 
@@ -22,6 +23,14 @@ def load_vlm_summary(run: Run) -> dict[str, Any]:
     """``vlm/summary.json``: every key of ``metrics.json["vlm"]``, of its type (a damaged file is named)."""
     path = run.root / "vlm" / "summary.json"
     payload = read_artifact_json(path, redo(run.root, "vlm"))
+    if isinstance(payload, dict) and "failures" not in payload:
+        # Written before the outcomes: a verdict sentence instead of the retrieval gate's failures.
+        payload = {key: value for key, value in payload.items() if key != "verdict"}
+        try:
+            payload["failures"] = retrieval_failures(payload["retrieval"], int(payload["control"]["n"]),
+                                                     int(payload["k"]), run.config.metrics.alpha, "check the models")
+        except (KeyError, TypeError, ValueError):
+            pass  # from_json names what is missing
     return to_json(from_json(Vlm, payload, str(path)))
 
 

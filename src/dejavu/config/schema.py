@@ -359,6 +359,10 @@ class MetricsConfig:
     bootstrap: Count(1_000_000, "a number of resamples") = 2000
     ci_level: Annotated[float, within("(0, 1)", "a level")] = 0.95
     alpha: Annotated[float, within("(0, 1)", "a level")] = 0.01
+    # A test clears a model ("not detected") only when its whole ci_level interval lies within ± this of zero
+    # (a gap of accuracies: 0.05 is 5 points; PPG / PRG: a share of records); otherwise p >= alpha is
+    # "inconclusive" (dejavu.metrics.outcomes).
+    clear_margin: Annotated[float, within("(0, 1)", "a margin")] = 0.05
 
 
 @dataclass

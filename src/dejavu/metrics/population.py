@@ -33,18 +33,30 @@ def accuracy_curve(correct: np.ndarray, confidence: np.ndarray, fractions: np.nd
         >>> accuracy_curve(np.array([1, 0, 0, 0]), np.array([0.0, 0.0, 0.0, -1.0]), np.array([0.5])).tolist()
         [0.3333333333333333]
     """
-    n = len(correct)
+    return mean_of_most_confident(correct, confidence, fractions)
+
+
+def mean_of_most_confident(values: np.ndarray, confidence: np.ndarray, fractions: np.ndarray) -> np.ndarray:
+    """Mean of ``values`` (N,) among the p most confident examples, for each p in ``fractions``: the expected
+    mean under a uniformly random tie-break, the block tied at the cut taken each with weight
+    (slots left) / (block size). float (len(fractions),), NaN for no examples.
+
+    Example:
+        >>> mean_of_most_confident(np.array([1.0, -1.0, 0.0]), np.array([0.5, 0.5, 0.1]), np.array([0.34])).tolist()
+        [0.0]
+    """
+    n = len(values)
     if n == 0:
         return np.full(len(fractions), np.nan)
     order = np.argsort(-np.asarray(confidence, dtype=np.float64), kind="stable")
     descending = -np.asarray(confidence, dtype=np.float64)[order]  # ascending values of -confidence
-    hits = np.concatenate([[0.0], np.cumsum(np.asarray(correct, dtype=np.float64)[order])])
+    sums = np.concatenate([[0.0], np.cumsum(np.asarray(values, dtype=np.float64)[order])])
     counts = np.array([n_most_confident(n, f) for f in fractions])
     cut_value = descending[counts - 1]
     before = np.searchsorted(descending, cut_value, side="left")  # strictly more confident
     through = np.searchsorted(descending, cut_value, side="right")  # end of the tied block
-    block_hits = hits[through] - hits[before]
-    taken = hits[before] + block_hits * (counts - before) / (through - before)
+    block_sums = sums[through] - sums[before]
+    taken = sums[before] + block_sums * (counts - before) / (through - before)
     return taken / counts
 
 

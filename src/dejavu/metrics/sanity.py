@@ -18,6 +18,7 @@ import numpy as np
 from scipy.stats import binomtest
 
 from dejavu.metrics.pvalue import format_p
+from dejavu.models.checkpoint import format_label
 
 # Any epoch's loss above this multiple of the first epoch's means the optimisation blew up (healthy runs
 # of every method here stay within 1.2x; a diverged one reaches 1e5x and more).
@@ -83,8 +84,8 @@ def weights_check(source: dict[str, Any], subject: str) -> Check:
                      f"{len(missing)} weights of the network were not in '{source.get('path')}' and kept random "
                      f"values (model.strict=false), e.g. {shown}: not the model that was trained")
     return Check("weights complete", subject, True,
-                 f"an outside checkpoint ({source.get('format')}, {source.get('loaded', 'all')} tensors loaded; no "
-                 "training history to judge)")
+                 f"an outside checkpoint ({format_label(str(source.get('format')))}, {source.get('loaded', 'all')} "
+                 "tensors loaded)")
 
 
 def classifier_checks(summary: dict[str, Any]) -> list[Check]:
@@ -164,17 +165,17 @@ def class_checks(labels_by_set: dict[str, np.ndarray]) -> list[Check]:
     return checks
 
 
-def summary(checks: Sequence[Check]) -> dict[str, Any]:
-    """``sanity.json``'s payload: ``passed``, the ``failures`` in words, and every check."""
+# The checks a model trained elsewhere cannot have: it comes without its training history.
+NO_HISTORY = "loss checks skipped: no training history (an outside checkpoint)"
+
+
+def summary(checks: Sequence[Check], skipped: Sequence[str] = ()) -> dict[str, Any]:
+    """``sanity.json``'s payload: ``passed``, the ``failures`` in words, every check, and the checks that
+    could not be made (``skipped``, sentences such as "model A: loss checks skipped: ...")."""
     failed = [c for c in checks if not c.passed]
     return {
         "passed": not failed,
         "failures": [f"{'model ' + c.subject if c.subject in ('A', 'B') else c.subject}: {c.detail}" for c in failed],
         "checks": [asdict(c) for c in checks],
+        "skipped": list(skipped),
     }
-
-
-def no_verdict(failures: Sequence[str]) -> str:
-    """The sentence that replaces the verdict when a gate fails."""
-    return ("NO VERDICT: the sanity checks failed, so the attack's numbers are not evidence either way. "
-            + "; ".join(failures) + ".")

@@ -9,6 +9,8 @@ refuse an unknown or missing key with a :class:`~dejavu.errors.RunFolderError` n
 Schema versions: files written before this schema carry no ``schema_version`` and are version 1 (they
 may lack what was added over time: ``roc``, ``control.conclusive``; ``canaries`` and ``per_class`` are
 optional in every version). Version 2 is version 1's latest shape plus ``schema_version`` as first key.
+Version 3 replaces the verdict sentences (``verdict``, ``vlm.verdict``) by ``outcomes``: every test's decision as
+data (:mod:`dejavu.metrics.outcomes`), and records the vision-language retrieval gate's ``vlm.failures``.
 
 Field metadata (:func:`metric`): ``pooled`` marks the per-direction numbers :func:`~dejavu.metrics.tables.pooled_summary`
 averages (:data:`POOLED_MEANS`); ``sweep`` / ``spread`` its place in sweep.csv / summary.csv.
@@ -26,13 +28,14 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
 from dejavu.errors import RunFolderError
+from dejavu.metrics.outcomes import Outcome
 from dejavu.metrics.reconstruction_schema import Reconstruction
+from dejavu.metrics.upgrade import (  # noqa: F401 (SCHEMA_VERSION: the schema's own version, read from here)
+    EVALUATION_SCHEMA_VERSION, SCHEMA_VERSION, upgrade_evaluation, upgrade_metrics,
+)
 from dejavu.metrics.vlm_schema import Vlm
 from dejavu.runs import read_json
 
-SCHEMA_VERSION = 2
-EVALUATION_SCHEMA_VERSION = 2
-MIN_CONTROL_HALF = 10  # below this many crops per half of T, "no gap on the control" would be no evidence at all
 
 Format = Literal["integer", "pct", "points", "interval", "p_value"]
 
@@ -271,7 +274,8 @@ class Sanity:
 @dataclass(kw_only=True)
 class _Head:
     schema_version: int
-    verdict: str
+    # Each test that ran, by name ("vlm", "image" or "one_model", "reconstruction"), the headline first.
+    outcomes: dict[str, Outcome]
     alpha: float
 
 
@@ -412,49 +416,6 @@ def from_json(cls: type[T], payload: Any, file: str, path: str = "") -> T:
             raise RunFolderError(f"{file}: missing key '{prefix}{key}'")
         values[f.name] = _parse(hints[f.name], payload.get(key), file, prefix + key)
     return cls(**values)
-
-
-def upgrade_metrics(payload: dict[str, Any]) -> dict[str, Any]:
-    """Any version's ``metrics.json`` in the current shape (a new dict; the current version unchanged).
-
-    Version 1 (no ``schema_version``): before the ROC existed there is no ``roc`` (read as None); before
-    the control's size check ``control.conclusive`` is missing (derived as the metrics stage does now)."""
-    version = payload.get("schema_version", 1)
-    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= SCHEMA_VERSION:
-        raise RunFolderError(f"metrics.json: schema_version {version!r} is not one this dejavu reads "
-                             f"(1 to {SCHEMA_VERSION}); re-run the metrics stage")
-    if version == SCHEMA_VERSION:
-        return dict(payload)
-    upgraded = {"schema_version": SCHEMA_VERSION, **payload}
-    control = upgraded.get("control")
-    if isinstance(control, dict) and "conclusive" not in control and isinstance(control.get("directions"), dict):
-        halves = [d.get("n_attacked", 0) for d in control["directions"].values()]
-        rest = {k: v for k, v in control.items() if k != "indistinguishable_from_zero"}
-        conclusive = control_conclusive(halves)
-        # "Indistinguishable from zero" needs a conclusive control, as the metrics stage decides today.
-        upgraded["control"] = {**rest, "conclusive": conclusive,
-                               "indistinguishable_from_zero": bool(control.get("indistinguishable_from_zero"))
-                               and conclusive}
-    if "roc" not in upgraded:
-        tail = {k: upgraded.pop(k) for k in list(upgraded) if k in ("per_class", "canaries", "split_sizes",
-                                                                       "crops_skipped")}
-        upgraded.update(roc=None, **tail)
-    return upgraded
-
-
-def upgrade_evaluation(payload: dict[str, Any]) -> dict[str, Any]:
-    """Any version's ``evaluation.json`` in the current shape (version 1: no ``schema_version``)."""
-    version = payload.get("schema_version", 1)
-    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= EVALUATION_SCHEMA_VERSION:
-        raise RunFolderError(f"evaluation.json: schema_version {version!r} is not one this dejavu reads "
-                             f"(1 to {EVALUATION_SCHEMA_VERSION}); re-run the evaluate stage")
-    return dict(payload) if version == EVALUATION_SCHEMA_VERSION else {"schema_version": EVALUATION_SCHEMA_VERSION,
-                                                                       **payload}
-
-
-def control_conclusive(halves: list[int]) -> bool:
-    """Whether the control's halves are two and each holds :data:`MIN_CONTROL_HALF` crops."""
-    return len(halves) == 2 and min(halves) >= MIN_CONTROL_HALF
 
 
 def _upgraded(cls: type[T], upgrade: Any, payload: Any, where: str | Path) -> T:

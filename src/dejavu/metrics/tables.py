@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 
@@ -10,12 +11,12 @@ from dejavu.attack.vote import confidence, expected_correct, top_predictions, vo
 from dejavu.data.records import ImageTable, index_of_ids
 from dejavu.metrics.partition import PARTS, partition_labels, partition_shares
 from dejavu.metrics.population import FRACTIONS, accuracy_at, accuracy_curve
-from dejavu.metrics.pvalue import format_p
+from dejavu.metrics.outcomes import MIN_CONTROL_HALF, control_conclusive, decide_outcomes
 from dejavu.metrics.roc import roc_summary
 from dejavu.metrics.schema import (
-    MIN_CONTROL_HALF, POOLED_MEANS, SCHEMA_VERSION, Calibration, Canaries, CanaryGroup, CanaryRoc, ClassRow,
-    ControlSummary, Curve, DirectionSummary, ExcessGap, MetricsFile, OneModel, PooledSummary, Roc, control_conclusive,
-    from_json, to_json,
+    POOLED_MEANS, SCHEMA_VERSION, Calibration, Canaries, CanaryGroup, CanaryRoc, ClassRow,
+    ControlSummary, Curve, DirectionSummary, ExcessGap, MetricsFile, OneModel, PooledSummary, Roc,
+    from_json, json_key, to_json,
 )
 from dejavu.metrics.stats import bootstrap_gap_ci, excess_test, mcnemar_exact
 
@@ -97,11 +98,12 @@ def direction_table(
         "target_model": np.full(len(ids), target_model),
         "target_top1": t["top1"],
         "target_top5": t["top5"],
-        "target_confidence": t["confidence"].round(6),
+        # Unrounded (samples.csv keeps every digit): the most-confident cuts rank by them.
+        "target_confidence": t["confidence"],
         "reference_model": np.full(len(ids), reference_model),
         "reference_top1": r["top1"],
         "reference_top5": r["top5"],
-        "reference_confidence": r["confidence"].round(6),
+        "reference_confidence": r["confidence"],
         "target_correct": t["correct"],
         "reference_correct": r["correct"],
         "target_top5_correct": t["top5_correct"],
@@ -249,40 +251,6 @@ def per_class(rows: dict[str, np.ndarray], class_names: np.ndarray) -> list[Clas
     return out
 
 
-def verdict(attack: PooledSummary, control: ControlSummary, alpha: float) -> str:
-    """The report's one-sentence conclusion."""
-    gap, p = attack.gap * 100, attack.mcnemar_p
-    lo, hi = (100 * v for v in attack.gap_ci95)
-    # The control passes at the conventional 5 % level (stricter than alpha for the attack on purpose:
-    # failing to see a spurious gap should not be easy).
-    control_ok = control.mcnemar_p > 0.05
-    if not control.conclusive:
-        control_text = (
-            f"the negative control is inconclusive: only {control.n_attacked} held-out crops "
-            f"(at least {2 * MIN_CONTROL_HALF} needed), so the test's calibration is unchecked"
-        )
-    else:
-        control_text = (
-            f"on held-out images that neither model trained on, the gap is {control.gap * 100:+.1f} points "
-            f"(p = {format_p(control.mcnemar_p)}), indistinguishable from zero as it should be"
-            if control_ok else
-            f"but the negative control on held-out images also shows a gap ({control.gap * 100:+.1f} points, "
-            f"p = {format_p(control.mcnemar_p)}), so the test is not trustworthy here"
-        )
-    if p < alpha and gap > 0:
-        return (
-            f"Déjà vu memorization detected: from background-only crops the target infers the foreground "
-            f"label of its own training images {gap:.1f} points more often than the reference "
-            f"({attack.target_acc:.1%} vs {attack.reference_acc:.1%}, {100 * attack.ci_level:.0f} % CI "
-            f"{lo:+.1f} to {hi:+.1f}, exact McNemar p = {format_p(p)}); {control_text}."
-        )
-    return (
-        f"No déjà vu memorization detected at α = {alpha:g}: target {attack.target_acc:.1%} vs "
-        f"reference {attack.reference_acc:.1%} (gap {gap:+.1f} points, CI {lo:+.1f} to {hi:+.1f}, "
-        f"p = {format_p(p)}); {control_text}."
-    )
-
-
 def _group_summary(rows: dict[str, np.ndarray]) -> CanaryGroup:
     """Plain means over the rows of one group (no pooling over directions)."""
     n = len(rows["id"])
@@ -337,14 +305,17 @@ def _roc(summary: dict) -> Roc:
 
 def summarise(tables: dict[str, dict[str, np.ndarray]], metrics_config, seed: int, class_names: np.ndarray | None = None,
               canaries: np.ndarray | None = None, canary_repeats: int = 1, split_sizes: dict[str, int] | None = None,
-              crops_skipped: dict[str, int] | None = None, classifier: dict | None = None) -> dict:
+              crops_skipped: dict[str, int] | None = None, classifier: dict | None = None,
+              tests: dict[str, Any] | None = None) -> dict:
     """``metrics.json`` (:class:`dejavu.metrics.schema.MetricsFile` as JSON): pooled attack metrics at the top
     level, ``control`` with the same keys, and ``roc``: :func:`dejavu.metrics.roc.roc_summary` of the
     per-example ``dejavu_score``, attacked crops (members) against control crops (non-members). With
     ``canaries`` (ids, non-empty): ``canaries``, :func:`canary_summary`. ``split_sizes`` and ``crops_skipped``
     (the metrics stage's) last; left out when None. With ``classifier`` (``classifier.json`` of the
     correlation stage) the tables are :func:`one_model_tables`' and ``one_model`` is
-    :func:`one_model_summary`, which the verdict then rests on."""
+    :func:`one_model_summary`, which its outcome then rests on. ``tests``: the other parts the outcomes read
+    (``sanity``, ``reconstruction``, ``vlm``: metrics.json's), added before every test's outcome is decided
+    (:func:`dejavu.metrics.outcomes.decide_outcomes`, at ``metrics_config.clear_margin``)."""
     attack = pooled_summary(tables["attack"], metrics_config, seed)
     pooled_control = pooled_summary(tables["control"], metrics_config, seed)
     halves = [d.n_attacked for d in pooled_control.directions.values()]
@@ -361,16 +332,18 @@ def summarise(tables: dict[str, dict[str, np.ndarray]], metrics_config, seed: in
     ))
     one_model = one_model_summary(tables, classifier, metrics_config, seed) if classifier is not None else None
     metrics = MetricsFile(
-        schema_version=SCHEMA_VERSION,
-        verdict=verdict(attack, control, metrics_config.alpha) if one_model is None else
-        one_model_verdict(attack, control, one_model, metrics_config.alpha),
-        alpha=metrics_config.alpha, **_fields_of(attack), control=control, roc=roc,
+        schema_version=SCHEMA_VERSION, outcomes={}, alpha=metrics_config.alpha, **_fields_of(attack), control=control,
+        roc=roc,
         per_class=per_class(tables["attack"], class_names) if class_names is not None else None,
         canaries=canary_summary(tables, canaries, canary_repeats, metrics_config, seed)
         if canaries is not None and len(canaries) else None,
         one_model=one_model, split_sizes=split_sizes, crops_skipped=crops_skipped,
     )
-    return to_json(metrics)
+    payload = to_json(metrics)
+    payload.update({key: value for key, value in (tests or {}).items() if value is not None})
+    payload["outcomes"] = {name: to_json(outcome) for name, outcome in
+                           decide_outcomes(payload, metrics_config.clear_margin).items()}
+    return {json_key(f): payload[json_key(f)] for f in dataclasses.fields(MetricsFile) if json_key(f) in payload}
 
 
 def _gap(rows: dict[str, np.ndarray]) -> float:
@@ -405,27 +378,6 @@ def one_model_summary(tables: dict[str, dict[str, np.ndarray]], classifier: dict
         if cal.get("validation") else None,
         temperature=float(classifier["temperature"]), trained_on={k: int(v) for k, v in classifier["trained_on"].items()},
     )
-
-
-def one_model_verdict(attack: PooledSummary, control: ControlSummary, one: OneModel, alpha: float) -> str:
-    """The one-model test's one-sentence conclusion, decided by the excess gap (A's gap over T's)."""
-    e, cal = one.excess_gap, one.calibration_T
-    lo, hi = (100 * v for v in e.ci95)
-    numbers = (
-        f"on its training crops the target's kNN vote beats the correlation classifier by {attack.gap * 100:+.1f} "
-        f"points ({attack.target_acc:.1%} vs {attack.reference_acc:.1%}), on held-out crops by "
-        f"{control.gap * 100:+.1f} ({control.target_acc:.1%} vs {control.reference_acc:.1%}): an excess of "
-        f"{e.value * 100:+.1f} points ({100 * attack.ci_level:.0f} % CI {lo:+.1f} to {hi:+.1f}, permutation "
-        f"p = {format_p(e.p_value)}); the classifier, never trained on A or T, is {cal.accuracy:.1%} accurate on "
-        f"T at a mean confidence of {cal.mean_confidence:.1%} (ECE {cal.ece:.3f})"
-    )
-    if not control.conclusive:
-        return (f"No verdict (one-model test): only {control.n_attacked} held-out crops (at least "
-                f"{2 * MIN_CONTROL_HALF} needed) to measure the classifier against the target where neither "
-                f"trained; {numbers}.")
-    if e.p_value < alpha and e.value > 0:
-        return f"Déjà vu memorization detected (one-model test, α = {alpha:g}): {numbers}."
-    return f"No déjà vu memorization detected at α = {alpha:g} (one-model test): {numbers}."
 
 
 def _correctness(rows: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -12,15 +12,13 @@ against the reference's (0.5: the two models recall alike; 1: every target recal
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 import numpy as np
-from scipy.stats import mannwhitneyu
+from scipy.stats import binomtest, mannwhitneyu
 
-from dejavu.metrics.population import n_most_confident
+from dejavu.metrics.population import mean_of_most_confident, n_most_confident
 from dejavu.metrics.roc import auc
-from dejavu.metrics.stats import as_float, bootstrap_gap_ci, mcnemar_exact
-from dejavu.metrics.vlm_schema import Vlm
+from dejavu.metrics.stats import bootstrap_gap_ci, mcnemar_exact
 
 # The follow-up's most-confident fractions (0.1 / 1 / 10 %), and all records.
 TOP_FRACTIONS = (0.001, 0.01, 0.1, 1.0)
@@ -34,9 +32,10 @@ def predicted_objects(neighbour_objects: np.ndarray) -> tuple[np.ndarray, np.nda
         >>> union, confidence = predicted_objects(objects); union.tolist(), confidence.tolist()
         ([[True, True, False]], [0.75])
     """
-    votes = neighbour_objects.mean(axis=1)
+    k = neighbour_objects.shape[1]
+    votes = neighbour_objects.sum(axis=1)  # integers: equal shares give the very same float below
     union = votes > 0
-    confidence = np.where(union.any(axis=1), (votes * union).sum(axis=1) / np.maximum(union.sum(axis=1), 1), 0.0)
+    confidence = np.where(union.any(axis=1), (votes * union).sum(axis=1) / np.maximum(k * union.sum(axis=1), 1), 0.0)
     return union, confidence
 
 
@@ -77,7 +76,8 @@ def _gap_test(directions: list[tuple[np.ndarray, np.ndarray]], bootstrap: int, l
 def gap_summary(directions: dict[str, dict[str, np.ndarray]], bootstrap: int, level: float, seed: int) -> dict:
     """PPG, PRG (each a mean over directions, with the sign test over all records and a bootstrap interval),
     the recall-gap AUC, mean precision and recall per model, and the gaps among the most confident records
-    (by the target's confidence, within each direction).
+    (by the target's confidence, within each direction; records tied at the cut count fractionally, as in
+    :func:`dejavu.metrics.population.mean_of_most_confident`).
 
     ``directions``: name -> {"target_precision", "reference_precision", "target_recall", "reference_recall",
     "target_confidence"}, each (N,) float.
@@ -97,15 +97,14 @@ def gap_summary(directions: dict[str, dict[str, np.ndarray]], bootstrap: int, le
     out["recall_gap_auc"] = auc(target_recall, reference_recall) if len(target_recall) else float("nan")
     out["top"] = {}
     for fraction in TOP_FRACTIONS:
-        chosen = []
-        for d in parts:
-            keep = n_most_confident(len(d["target_confidence"]), fraction)
-            order = np.argsort(-d["target_confidence"], kind="stable")[:keep]
-            chosen.append({key: value[order] for key, value in d.items()})
+        # The image test's rule: records tied at the cut count fractionally (the expected gap over tie-breaks).
+        gaps = {measure: [float(mean_of_most_confident(np.sign(d[f"target_{measure}"] - d[f"reference_{measure}"]),
+                                                       d["target_confidence"], np.array([fraction]))[0])
+                          for d in parts if len(d["target_confidence"])] for measure in ("precision", "recall")}
         out["top"][f"{fraction:g}"] = {
-            "n": int(sum(len(c["target_recall"]) for c in chosen)),
-            "ppg": float(np.mean([population_gap(c["target_precision"], c["reference_precision"]) for c in chosen])),
-            "prg": float(np.mean([population_gap(c["target_recall"], c["reference_recall"]) for c in chosen])),
+            "n": int(sum(n_most_confident(len(d["target_confidence"]), fraction) for d in parts)),
+            "ppg": float(np.mean(gaps["precision"])) if gaps["precision"] else float("nan"),
+            "prg": float(np.mean(gaps["recall"])) if gaps["recall"] else float("nan"),
         }
     return out
 
@@ -119,47 +118,27 @@ def retrieval_recall(text: np.ndarray, images: np.ndarray, k: int) -> float:
     return float(np.mean(better < k)) if len(own) else float("nan")
 
 
-def detected(ppg: float, ppg_p: float, prg: float, prg_p: float, alpha: float) -> bool:
-    """Vision-language déjà vu: both gaps positive, both tests below ``alpha`` (the verdict, the sweep's seed
-    count and the findings table all judge by this)."""
-    return ppg > 0 and prg > 0 and ppg_p < alpha and prg_p < alpha
-
-
-# The numbers the verdict judges, in :func:`detected`'s order.
-GAP_FIELDS = ("ppg", "ppg_p", "prg", "prg_p")
-
-
-def judged_gaps(vlm: Mapping[str, Any] | Vlm) -> tuple[float, float, float, float]:
-    """(PPG, its p, PRG, its p) as the verdict judges them: with a text-only reference (an ``excess``) the gaps
-    beyond the control's, else the pooled ones. ``vlm``: :func:`gap_summary`'s dict (the vlm stage adds
-    ``excess``) or the typed ``metrics.json["vlm"]`` (:class:`dejavu.metrics.vlm_schema.Vlm`), so that the
-    verdict and the sweep's seed count cannot judge different numbers.
+def retrieval_failures(retrieval: Mapping[str, float], n: int, k: int, alpha: float, advice: str) -> list[str]:
+    """The vision-language test's gate: each model must match T's ``n`` captions with their own images above
+    chance (``retrieval``: per model its recall@``k`` among T's images, and ``chance``, k / n), one-sided
+    binomial at ``alpha``; a failure in words per model that does not (no verdict: it learnt no image-caption
+    pairs, so what its captions retrieve says nothing of memory).
 
     Example:
-        >>> plain = {"ppg": 0.2, "ppg_p": 1e-4, "prg": 0.1, "prg_p": 1e-3}
-        >>> judged_gaps(plain), judged_gaps({**plain, "excess": {"ppg": 0.05, "ppg_p": 0.3, "prg": 0.0, "prg_p": 0.9}})
-        ((0.2, 0.0001, 0.1, 0.001), (0.05, 0.3, 0.0, 0.9))
+        >>> retrieval_failures({"chance": 0.1, "A": 0.5, "B": 0.1}, 100, 10, 0.01, "train longer")[0][:40]
+        "model B matches T's captions with their "
     """
-    def get(source: Any, name: str) -> Any:
-        return source[name] if isinstance(source, Mapping) else getattr(source, name)
-
-    excess = vlm.get("excess") if isinstance(vlm, Mapping) else getattr(vlm, "excess", None)
-    ppg, ppg_p, prg, prg_p = (as_float(get(excess if excess else vlm, name)) for name in GAP_FIELDS)
-    return ppg, ppg_p, prg, prg_p
-
-
-def vlm_verdict(summary: dict, alpha: float) -> str:
-    """The vision-language test's one-line verdict from :func:`gap_summary`'s pooled numbers and the retrieval
-    check (``summary["retrieval"]``: per model its recall and ``chance``; ``failures``: why there is none). With
-    a text-only reference (``summary["excess"]``) the test is on the gaps beyond the control's."""
-    if summary.get("failures"):
-        return "No verdict (vision-language): " + "; ".join(summary["failures"])
-    ppg, ppg_p, prg, prg_p = judged_gaps(summary)
-    what = "beyond the control's (text-only reference), " if summary.get("excess") else ""
-    numbers = f"{what}PPG {ppg:+.3f} (p = {ppg_p:.2g}), PRG {prg:+.3f} (p = {prg_p:.2g}) over {summary['n']} training captions"
-    if detected(ppg, ppg_p, prg, prg_p, alpha):
-        return f"Déjà vu memorization detected (vision-language): {numbers}"
-    return f"No significant vision-language déjà vu at alpha = {alpha:g}: {numbers}"
+    chance = float(retrieval["chance"])
+    failures = []
+    for model, recall in retrieval.items():
+        if model == "chance":
+            continue
+        p = binomtest(int(round(recall * n)), n, chance, alternative="greater").pvalue if n else 1.0
+        if not p < alpha:
+            failures.append(f"model {model} matches T's captions with their own images no better than chance "
+                            f"(recall@{k} {recall:.1%}, chance {chance:.1%}): it did not learn image-caption pairs; "
+                            + advice)
+    return failures
 
 
 def sign_scores(directions: dict[str, dict[str, np.ndarray]], measure: str) -> np.ndarray:

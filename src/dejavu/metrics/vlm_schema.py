@@ -57,12 +57,13 @@ class Vlm(VlmGaps):
     """The pooled test (A's records with A's model as target, B's with B's) at the top level, each direction,
     the negative control on T, and the models' caption -> image retrieval on T (what the verdict needs)."""
 
-    verdict: str
     k: int
     directions: dict[str, VlmGaps]
     control: VlmGaps
     # Per model: the share of T's captions whose own image is among their k nearest of T's images, and chance.
     retrieval: dict[str, float]
+    # The retrieval gate's failures in words (:func:`dejavu.metrics.vlm.retrieval_failures`): none, or no verdict.
+    failures: list[str]
     # "model": the other CLIP (the two-model test); "text": captions retrieve X by X's captions alone (TF-IDF).
     reference: str = field(default="model", metadata={"optional": True, "omit_none": True})
     excess: VlmExcess | None = field(default=None, metadata={"optional": True, "omit_none": True})

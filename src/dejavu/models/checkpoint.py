@@ -60,6 +60,17 @@ FIX = ("re-save it with torch.save(model.state_dict(), path) or as safetensors, 
        "model.factory=package.module:function")
 
 
+# What each format code of :attr:`Checkpoint.format` (and of ``source.json``) is, for people: a torch.save
+# file is read with ``weights_only=True``, so no code of it runs; a TorchScript module runs its own code.
+FORMAT_LABELS = {"pickle": "torch.save file (weights only)", "safetensors": "safetensors",
+                 "torchscript": "TorchScript module (runs its code)", "module object": "module object (in memory)"}
+
+
+def format_label(code: str) -> str:
+    """``code`` (a :attr:`Checkpoint.format`) in words; an unknown code as it is."""
+    return FORMAT_LABELS.get(code, code)
+
+
 @dataclass
 class Checkpoint:
     """What a checkpoint file holds: its format, the flat state dict, the TorchScript module if any."""

@@ -38,7 +38,7 @@ from dejavu.models.backbones import build_backbone
 from dejavu.models.checkpoint import Checkpoint, file_provenance, read_checkpoint
 from dejavu.models.encoder import Encoder
 from dejavu.models.heads import projector as build_projector
-from dejavu.models.matching import load_projector, match_state, projector_spec, projector_weights
+from dejavu.models.matching import load_projector, match_state, projector_spec, projector_weights, strip_wrappers
 from dejavu.models.outside_clip import OPEN_CLIP, ClipText, build as build_open_clip, check_offline, image_side
 from dejavu.models.outside_clip import preprocess_stats
 from dejavu.models.outside_clip import script_state, split_image_tower
@@ -289,7 +289,9 @@ def _network(config: Any, checkpoint: Checkpoint, source: dict[str, Any]) -> tup
     matched = match_state(checkpoint.state, network.state_dict(), path, strict=m.strict, what="the backbone", arch=name)
     _load(network, matched, path, source)
     source["named"] = True
-    head, spec = _projector(m.projector, checkpoint, matched.prefix, network, path, side)
+    head, spec, loaded = _projector(m.projector, checkpoint, matched.prefix, network, path, side)
+    if loaded:  # the projector's weights were used too: not dropped
+        source["dropped"] = [key for key in source["dropped"] if not strip_wrappers(key).startswith(loaded)]
     return network, head, spec, arch
 
 
@@ -315,13 +317,14 @@ def _load(network: nn.Module, matched: Any, path: Path, source: dict[str, Any]) 
 
 
 def _projector(choice: str, checkpoint: Checkpoint, prefix: str, network: nn.Module, path: Path,
-               side: int) -> tuple[nn.Module | None, str]:
+               side: int) -> tuple[nn.Module | None, str, str]:
+    """(head, spec, prefix of the checkpoint's names it was loaded from, "" when none was)."""
     if choice == "none":
-        return None, ""
+        return None, "", ""
     found = projector_weights(checkpoint.state, path)
     if found is None:
         if choice == "auto":
-            return None, ""
+            return None, "", ""
         raise CheckpointError(f"checkpoint '{path}' holds no projector weights (keys under projector., head., ...), "
                               f"but model.projector = {choice!r}; use model.projector=none and attack.layer=backbone")
     spec = projector_spec(found)
@@ -331,7 +334,7 @@ def _projector(choice: str, checkpoint: Checkpoint, prefix: str, network: nn.Mod
     width = _features(network, side)
     head = build_projector(width, spec)
     load_projector(found, head, path)
-    return head, spec
+    return head, spec, found.prefix
 
 
 def _features(network: nn.Module, side: int) -> int:

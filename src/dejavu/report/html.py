@@ -16,6 +16,7 @@ from dejavu.metrics.schema import read_metrics, to_json
 from dejavu.report.conventional import conventional_data
 from dejavu.report.figures import FIGURES, save_png
 from dejavu.report.gallery import crops_data, gallery_data, read_samples
+from dejavu.report.headline import headlines, outcome_figure
 from dejavu.report.one_model import one_model_data
 from dejavu.report.reconstruction import reconstruction_data
 from dejavu.report.vlm import vlm_data
@@ -31,22 +32,30 @@ FIGURE_CAPTIONS = {
                          "(target solid, reference dashed; thin lines: single directions).",
     "partition": "Which model infers the label: memorized = target only.",
     "gap": "Accuracy gap with its bootstrap interval; the control's should straddle zero.",
+    "outcomes": "Each test's deciding statistic with its interval, coloured by its decision; inside the green band "
+                "an interval clears the model (not detected).",
     "per_class": "Accuracy per foreground class (mean over the two directions).",
     "roc": "ROC of the per-example déjà vu score: attacked crops (members) against control crops "
            "(non-members), FPR on a log scale from the smallest measurable FPR (FPR 0 drawn at the left edge); "
            "dotted: chance.",
 }
 # Figures shown inside their own section rather than under "Figures".
-SECTION_FIGURES = ("roc",)
+SECTION_FIGURES = ("roc", "outcomes")
+# In the one-model test the control's gap is expected: the kNN vote against the classifier where neither trained.
+ONE_MODEL_GAP = ("Gap of the target's kNN vote over the correlation classifier with its bootstrap interval, on A's crops "
+                 "and on T's; T's gap is expected (neither trained on T) and is the baseline: the decision is on the "
+                 "excess, A's gap minus T's (first figure of the report).")
 
 
 def write_figures(run: Run, metrics: Mapping[str, Any]) -> dict[str, bytes]:
     """Render every figure to ``figures/<name>.png``; returns the PNG bytes by name."""
-    return {name: save_png(draw(metrics), run.figures_dir / f"{name}.png") for name, draw in FIGURES.items()}
+    drawn = {**FIGURES, "outcomes": outcome_figure}
+    return {name: save_png(draw(metrics), run.figures_dir / f"{name}.png") for name, draw in drawn.items()}
 
 
-def _figure(name: str, png: bytes) -> dict[str, str]:
-    return {"name": name, "uri": data_uri(png), "caption": FIGURE_CAPTIONS.get(name, "")}
+def _figure(name: str, png: bytes, one_model: bool = False) -> dict[str, str]:
+    caption = ONE_MODEL_GAP if one_model and name == "gap" else FIGURE_CAPTIONS.get(name, "")
+    return {"name": name, "uri": data_uri(png), "caption": caption}
 
 
 def page_data(run: Run, metrics: Mapping[str, Any], figures: Mapping[str, bytes], table: ImageTable,
@@ -54,11 +63,12 @@ def page_data(run: Run, metrics: Mapping[str, Any], figures: Mapping[str, bytes]
     """Everything ``run_report.html`` shows, section by section, as plain data."""
     # ``metrics`` comes through the schema (write_report): every key it requires is there.
     level = float(metrics["ci_level"])
+    one_model = bool(metrics.get("one_model"))
     summary = {
-        "run_name": run.root.name, "root": str(run.root), "verdict": metrics["verdict"],
-        "detected": "Déjà vu memorization detected" in metrics["verdict"],
-        # A CLIP run's first verdict is the image test's; the vision-language test's follows in its section.
-        "clip": bool(metrics.get("vlm")),
+        "run_name": run.root.name, "root": str(run.root),
+        # Every test's headline, the run's headline test first (metrics.json's outcomes).
+        "headlines": headlines(metrics),
+        "figure": _figure("outcomes", figures["outcomes"]) if "outcomes" in figures else None,
         "alpha": metrics["alpha"], "k": run.config.attack.k,
         "layer": run.config.attack.layer, "epoch_note": epoch_note(run),
         "sanity": sanity_data(run, metrics),
@@ -72,7 +82,7 @@ def page_data(run: Run, metrics: Mapping[str, Any], figures: Mapping[str, bytes]
         "membership": membership_data(metrics, _figure("roc", figures["roc"]) if "roc" in figures else None),
         "canaries": canaries_data(metrics),
         "reconstruction": reconstruction_data(run, metrics, table),
-        "figures": [_figure(name, png) for name, png in figures.items() if name not in SECTION_FIGURES],
+        "figures": [_figure(name, png, one_model) for name, png in figures.items() if name not in SECTION_FIGURES],
         "per_class": per_class_data(metrics),
         "training": training_data(run),
         "conventional": conventional_data(run),

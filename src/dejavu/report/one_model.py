@@ -22,7 +22,7 @@ def one_model_data(metrics: Mapping[str, Any]) -> dict[str, Any] | None:
         return None
     control = metrics["control"]
     excess = [
-        [label, points(attack), points(held_out), points(e["value"]), interval(e["ci95"]), p_value(e["p_value"])]
+        [label, points(e["value"]), interval(e["ci95"]), p_value(e["p_value"]), points(attack), points(held_out)]
         for label, attack, held_out, e in (
             ("all crops", metrics["gap"], control["gap"], one["excess_gap"]),
             ("each one's 20 % most confident", metrics["dejavu_score_top20"], control["dejavu_score_top20"],
@@ -34,8 +34,9 @@ def one_model_data(metrics: Mapping[str, Any]) -> dict[str, Any] | None:
         calibration.append(_calibration_row("validation fold (of B and X)", one["calibration_validation"]))
     trained = ", ".join(f"{n} of {name}" for name, n in one["trained_on"].items())
     return {
-        "excess_header": ["", "gap on A (points)", "gap on T (points)", "excess (points)",
-                          f"{100 * float(metrics['ci_level']):.0f} % bootstrap interval", "permutation p"],
+        "excess_header": ["", "excess gap, A's − T's (points): decides",
+                          f"{100 * float(metrics['ci_level']):.0f} % bootstrap interval", "permutation p",
+                          "gap on A (points)", "gap on T (points)"],
         "excess": excess, "permutations": one["permutations"], "calibration_header": CALIBRATION_HEADER,
         "calibration": calibration, "temperature": f"{one['temperature']:.3g}", "trained_on": trained,
         "accuracy_T": pct(one["calibration_T"]["accuracy"]),

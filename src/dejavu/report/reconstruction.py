@@ -25,29 +25,6 @@ def _row(score: str, crops: str, test: Mapping[str, Any]) -> list[str]:
             interval(test["gap_ci95"]), p_value(test["mcnemar_p"]), points(test["gap_top20"])]
 
 
-def verdict(test: Mapping[str, Any], alpha: float, sanity_passed: bool) -> str:
-    """One sentence on the judge's test: the target's reconstructions against the reference's."""
-    if not sanity_passed:
-        return "No verdict: a sanity gate failed (see the summary), so the models' reconstructions mean nothing."
-    if not test["n"]:
-        return "No verdict: no crop was reconstructed."
-    control = test["control"]
-    held = (f"on held-out T the gap is {points(control['gap'])} points (p = {p_value(control['mcnemar_p'])})"
-            if control["n"] else "T was not reconstructed")
-    if control["n"] and control["mcnemar_p"] < alpha:
-        # Neither model trained on T: a gap there is a difference of the decoders, not memorization.
-        return (f"No verdict: {held} < α = {alpha:g}, on images neither model trained on, so the decoders differ "
-                f"for another reason than memory and the gap on A and B ({points(test['gap'])} points, p = "
-                f"{p_value(test['mcnemar_p'])}) cannot be read as déjà vu.")
-    if test["mcnemar_p"] < alpha and test["gap"] > 0:
-        return (f"The target's reconstructions show the true object more often than the reference's: "
-                f"{pct(test['target_acc'])} vs {pct(test['reference_acc'])} (p = {p_value(test['mcnemar_p'])} < "
-                f"α = {alpha:g}); {held}.")
-    return (f"No significant difference at α = {alpha:g}: the target's reconstructions show the true object in "
-            f"{pct(test['target_acc'])} of samples, the reference's in {pct(test['reference_acc'])} (p = "
-            f"{p_value(test['mcnemar_p'])}); {held}.")
-
-
 def _samples_uri(images: np.ndarray) -> str:
     """uint8 (S, s, s, 3) samples side by side, enlarged, as one PNG."""
     strip = np.concatenate([np.pad(image, ((0, 0), (0, 2), (0, 0)), constant_values=255) for image in images], axis=1)
@@ -87,10 +64,10 @@ def reconstruction_data(run: Run, metrics: Mapping[str, Any], table: ImageTable)
     control = [row for row in read_samples(run.root / "control_samples.csv", table.ids, CONTROL_ATTACKS)
                if row["id"] in drawn["T"]["where"]]
     control.sort(key=lambda row: (-float(row["target_confidence"]), row["id"]))
-    sanity = metrics.get("sanity") or {"passed": True}
     judge = test["judge"]["T"]
     return {
-        "header": HEADER, "rows": rows, "verdict": verdict(test, float(metrics["alpha"]), bool(sanity["passed"])),
+        "header": HEADER, "rows": rows, "sentence": metrics["outcomes"]["reconstruction"]["sentence"],
+        "decision": metrics["outcomes"]["reconstruction"]["decision"],
         "judge_accuracy": pct(judge["accuracy"]), "judge_n": int(judge["n"]),
         "fidelity": ", ".join(f"{model} {pct(test['fidelity'][model])}" for model in MODELS if model in test["fidelity"]),
         "fidelity_n": int(test["fidelity"].get("n", 0)), "chance": pct(1 / max(len(table.class_names), 1)),

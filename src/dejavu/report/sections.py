@@ -14,6 +14,7 @@ from dejavu.data.records import ImageTable
 from dejavu.metrics.partition import PARTS
 from dejavu.metrics.population import n_most_confident
 from dejavu.metrics.schema import SUMMARY_ROWS
+from dejavu.models.checkpoint import format_label
 from dejavu.report.figures import save_png, training_curves
 from dejavu.report.format import (
     auc, integer, number_or_nan, p_value, pct, points, signed3, value_range,
@@ -27,12 +28,16 @@ def sanity_data(run: Run, metrics: Mapping[str, Any]) -> dict[str, Any]:
     """Whether the sanity checks passed (None: a run folder from before they existed) and every check."""
     outcome = metrics.get("sanity")
     path = run.root / "sanity.json"
-    checks = artifacts.load_sanity(run)["checks"] if outcome is not None and path.is_file() else []
+    sanity = artifacts.load_sanity(run) if outcome is not None and path.is_file() else {}
+    checks = sanity.get("checks", [])
     return {
         "passed": None if outcome is None else bool(outcome["passed"]),
         "failures": list(outcome["failures"]) if outcome else [],
         "checks": [{"subject": c["subject"], "name": c["name"], "passed": c["passed"], "detail": c["detail"]}
                    for c in checks],
+        # What was checked, by name, once each in the order checked; and what could not be.
+        "checked": ", ".join(dict.fromkeys(c["name"] for c in checks)),
+        "skipped": list(sanity.get("skipped", [])),
     }
 
 
@@ -91,11 +96,21 @@ def subset_sizes(summary: Mapping[str, Any]) -> dict[str, str]:
         fraction = next((f for suffix, f in TOP_FRACTIONS.items() if row.key.endswith(suffix)), None)
         if fraction is not None:
             out[row.key] = f"n = {sum(n_most_confident(n, fraction) for n in sizes)}"
-        elif row.key in PARTS:
-            shares = [number_or_nan(d.get(row.key)) for d in parts]
-            expected = sum(share * n for share, n in zip(shares, sizes) if n and not math.isnan(share))
-            out[row.key] = f"{_count(expected)} of {sum(sizes)}"
+    expected = {part: sum(share * n for share, n in zip((number_or_nan(d.get(part)) for d in parts), sizes)
+                          if n and not math.isnan(share)) for part in PARTS}
+    for part, tenths in _tenths_adding_up(expected).items():
+        out[part] = f"{_count(tenths / 10)} of {sum(sizes)}"
     return out
+
+
+def _tenths_adding_up(expected: Mapping[str, float]) -> dict[str, int]:
+    """Expected counts in tenths, rounded so that they add up to the rounded total (largest remainders
+    get the tenths left): the four parts of a partition then sum to the crops attacked."""
+    scaled = {key: 10 * value for key, value in expected.items()}
+    floors = {key: math.floor(value + 1e-9) for key, value in scaled.items()}
+    left = round(sum(scaled.values())) - sum(floors.values())
+    by_remainder = sorted(scaled, key=lambda key: floors[key] - scaled[key])
+    return {key: floors[key] + (1 if key in by_remainder[:left] else 0) for key in scaled}
 
 
 def numbers_columns(named: Sequence[tuple[str, Mapping[str, Any]]]) -> list[dict[str, Any]]:
@@ -105,15 +120,19 @@ def numbers_columns(named: Sequence[tuple[str, Mapping[str, Any]]]) -> list[dict
 
 SUBSET_NOTE = ("In brackets: the crops a figure rests on (n = the most confident crops behind a top-p % accuracy, "
                "each model ranking by its own confidence; for a partition share, the expected number of crops in "
-               "the part of all attacked crops). Pooled: both directions' crops together; the pooled share is "
+               "the part of all attacked crops, fractional where a vote ties: a tied crop counts in each part it "
+               "may fall in, by its chance of falling there, so the four parts add up). Pooled: both directions' crops together; the pooled share is "
                "the mean of the two directions' shares, so it can differ slightly from the ratio of the counts.")
 
 
 def numbers_data(metrics: Mapping[str, Any], level: float, n_classes: int | None = None) -> dict[str, Any]:
-    directions = [(f"direction {name}", detail) for name, detail in metrics["directions"].items()]
-    return {"rows": summary_rows(level, n_classes), "pooled": numbers_columns([("pooled attack", metrics)]),
+    one_model = bool(metrics.get("one_model"))
+    # The one-model test has one direction (A against the classifier): nothing is pooled, nothing to split.
+    directions = [] if one_model else [(f"direction {name}", detail) for name, detail in metrics["directions"].items()]
+    name = "direction A: target vs classifier" if one_model else "pooled attack"
+    return {"rows": summary_rows(level, n_classes), "pooled": numbers_columns([(name, metrics)]),
             "directions": numbers_columns(directions), "subset_note": SUBSET_NOTE, "top5_note": top5_note(n_classes),
-            "one_model": bool(metrics.get("one_model"))}
+            "one_model": one_model}
 
 
 def control_data(metrics: Mapping[str, Any], level: float, n_classes: int | None = None) -> dict[str, Any]:
@@ -287,9 +306,14 @@ def _source_row(model: str, source: dict[str, Any]) -> list[Any]:
     preprocessing = (f"{source.get('image_size')} px, mean {source.get('mean')}, std {source.get('std')}"
                      f"{', centre ' + str(source.get('crop_fraction')) if source.get('resize') == 'center_crop' else ''}")
     return [f"{model} ({source.get('role', '')})", f"{source.get('arch', '')} · projector {source.get('projector', '')}",
-            source.get("path", ""), source.get("bytes", ""), source.get("sha256", ""),
-            f"{source.get('format', '')}{' · ' + where if where else ''}",
+            source.get("path", ""), source.get("bytes", ""), _digest(str(source.get("sha256", ""))),
+            f"{format_label(str(source.get('format', '')))}{' · ' + where if where else ''}",
             f"{shown} · {len(source.get('missing') or [])}", preprocessing]
+
+
+def _digest(sha256: str) -> dict[str, str] | str:
+    """A SHA-256 as its first 12 hex digits, the full value on hover (and in ``source.json``)."""
+    return {"text": f"{sha256[:12]}…", "title": sha256} if len(sha256) > 16 else sha256
 
 
 def _timing(marker: Path) -> str:

@@ -74,7 +74,8 @@ def vlm_data(run: Run, metrics: Mapping[str, Any], table: ImageTable) -> dict[st
                             "label": "text-only reference" if model == "text" else f"model {model}"}
                            for role, model in (("target", target), ("reference", reference))],
             })
-    return {"verdict": vlm["verdict"], "detected": vlm["verdict"].startswith("Déjà vu"), "k": vlm["k"],
+    outcome = metrics["outcomes"]["vlm"]
+    return {"sentence": outcome["sentence"], "decision": outcome["decision"], "k": vlm["k"],
             "text_reference": vlm.get("reference") == "text",
             "header": HEADER, "rows": rows, "top": top, "retrieval": vlm["retrieval"], "shown": shown,
             "neighbours": SHOWN_NEIGHBOURS, "n_better": len(better), "n_records": len(samples)}

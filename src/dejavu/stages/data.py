@@ -92,8 +92,11 @@ def _leakage(run: Run, table: ImageTable, sets: dict[str, np.ndarray], dropped: 
             "proceed anyway (the report then says which check does not hold)"
         )
     for check in failing:
-        print(f"[split] warning: {check['statement']} — does not hold; the split goes ahead because "
-              f"{check['reason']}")
+        if check["blocks"]:
+            print(f"[split] warning: {check['statement']} — does not hold; the split goes ahead because "
+                  f"{check['reason']}")
+        else:  # the dataset's own rule: a note, not a warning
+            print(f"[split] note: {check['statement']}; {check['reason']}")
     return leakage
 
 

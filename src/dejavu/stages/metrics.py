@@ -11,7 +11,6 @@ from dejavu.artifacts import (
     load_reconstruction_summary, load_reconstructions, load_table, load_vlm_summary, models_of, query_sets_of, read_split,
     write_csv,
 )
-from dejavu.metrics.sanity import no_verdict
 from dejavu.metrics.tables import attack_tables, one_model_tables, summarise
 from dejavu.reconstruct.scoring import reconstruction_metrics
 from dejavu.runs import Run, write_json
@@ -41,18 +40,14 @@ def stage_metrics(run: Run) -> Path:
     else:
         tables = attack_tables(table, crops, neighbours, n_classes=n_classes, control_seed=run.seeds["control_split"])
     skipped = {name: int(np.sum((crops["set"] == name) & (crops["kept"] == 0))) for name in CROP_SETS}
+    sanity = load_sanity(run)
+    # A failed gate keeps the numbers (they help diagnose), but every test's outcome is then "no verdict".
+    tests = {"sanity": {"passed": bool(sanity["passed"]), "failures": list(sanity["failures"])},
+             "reconstruction": reconstruction_numbers(run, tables) if run.config.reconstruct.enabled else None,
+             "vlm": load_vlm_summary(run) if run.config.train.method == "clip" else None}
     metrics = summarise(tables, run.config.metrics, run.seeds["bootstrap"], table.class_names, split.canaries,
                         split.canary_repeats, split_sizes=split.payload["sizes"], crops_skipped=skipped,
-                        classifier=classifier)
-    sanity = load_sanity(run)
-    metrics["sanity"] = {"passed": bool(sanity["passed"]), "failures": list(sanity["failures"])}
-    if not sanity["passed"]:
-        # The numbers stay (they help diagnose), but a failed gate means they are not a verdict.
-        metrics["verdict"] = no_verdict(sanity["failures"])
-    if run.config.reconstruct.enabled:
-        metrics["reconstruction"] = reconstruction_numbers(run, tables)
-    if run.config.train.method == "clip":
-        metrics["vlm"] = load_vlm_summary(run)
+                        classifier=classifier, tests=tests)
     for name, columns in (("samples.csv", tables["attack"]), ("control_samples.csv", tables["control"])):
         write_csv(run.root / name, list(columns), list(zip(*columns.values())))
     path = run.root / "metrics.json"

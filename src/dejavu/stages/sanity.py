@@ -10,7 +10,7 @@ from pathlib import Path
 from dejavu.artifacts import load_classifier_summary, load_embeddings, load_history, load_source, load_split, load_table, models_of
 from dejavu.data.records import index_of_ids
 from dejavu.metrics.sanity import (
-    accuracy_check, class_checks, classifier_checks, embedding_checks, loss_checks, summary, weights_check,
+    NO_HISTORY, accuracy_check, class_checks, classifier_checks, embedding_checks, loss_checks, summary, weights_check,
 )
 from dejavu.metrics.schema import read_evaluation
 from dejavu.runs import Run, write_json
@@ -26,10 +26,12 @@ def stage_sanity(run: Run) -> Path:
     checks = class_checks(labels)
     evaluation = read_evaluation(run.root / "evaluation.json")
     layer = evaluation.attack_layer
+    skipped = []
     for model in models_of(c):
         if c.model.audited:
             # An outside checkpoint brings no loss history: its weights, embeddings and accuracy are judged.
             checks.append(weights_check(load_source(run, model), model))
+            skipped.append(f"model {model}: {NO_HISTORY}")
         else:
             history = load_history(run, model)["loss"]
             # The audited weights are those after attack.epoch (0: the last): judge the training up to there.
@@ -42,7 +44,7 @@ def stage_sanity(run: Run) -> Path:
     if c.model.one_model:
         checks += classifier_checks(load_classifier_summary(run))
     path = run.root / "sanity.json"
-    write_json(path, summary(checks))
+    write_json(path, summary(checks, skipped))
     return path
 
 

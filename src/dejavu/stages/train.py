@@ -8,6 +8,7 @@ from pathlib import Path
 from dejavu.artifacts import load_table, read_split, training_rows
 from dejavu.data.sources import image_source
 from dejavu.errors import DataError
+from dejavu.models.checkpoint import format_label
 from dejavu.models.outside import checkpoint_digest, load_outside
 from dejavu.models.text import tokenize
 from dejavu.runs import Run, write_json
@@ -49,7 +50,7 @@ def import_model(run: Run, model: str) -> Path:
     path = run.model_dir(model) / "source.json"
     write_json(path, loaded.source)
     print(f"[train_{model}] {ROLES[model]}: {loaded.source['arch']} from {loaded.source['path']} "
-          f"({loaded.source['format']}); embeds at {', '.join(f'{k} ({v})' for k, v in loaded.source['widths'].items())}")
+          f"({format_label(loaded.source['format'])}); embeds at {', '.join(f'{k} ({v})' for k, v in loaded.source['widths'].items())}")
     return path
 
 
